@@ -1,0 +1,1 @@
+"""Models of this layer arrive with their issues (see ../shared/DESIGN.md)."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class MlcoreConfig(AppConfig):
+    name = "mlcore"
+    default_auto_field = "django.db.models.BigAutoField"
