@@ -20,8 +20,7 @@ class BodySizeLimitMiddleware:
             if length > limit:
                 return JsonResponse(
                     {
-                        "detail": f"Request body is {length} bytes; the limit is {limit} bytes. "
-                        "Split the batch.",
+                        "detail": f"Request body is {length} bytes; the limit is {limit} bytes. Split the batch.",
                         "limit_bytes": limit,
                     },
                     status=413,

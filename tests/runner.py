@@ -15,7 +15,11 @@ class ReportingTestRunner(DiscoverRunner):
     def setup_test_environment(self, **kwargs):
         super().setup_test_environment(**kwargs)
         db = connection.settings_dict
-        where = f"PostgreSQL {db.get('HOST') or 'socket'}:{db.get('PORT') or 5432}" if connection.vendor == "postgresql" else "SQLite"
+        where = (
+            f"PostgreSQL {db.get('HOST') or 'socket'}:{db.get('PORT') or 5432}"
+            if connection.vendor == "postgresql"
+            else "SQLite"
+        )
         redis = settings.REDIS_URL or "not reachable (tests that need Redis or a Celery worker are skipped)"
         print(f"Test services: database {where}; Redis {redis}", flush=True)
 
