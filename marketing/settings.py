@@ -34,11 +34,13 @@ if TESTING:
     # The tests never touch a developer's own data: their database is Django's test_*
     # copy, their Redis database is a separate one, their queues carry a prefix.
     DATABASE_URL = env_str("TEST_DATABASE_URL", DATABASE_URL)
-    if not DATABASE_URL:
+    if DATABASE_URL == "sqlite":  # force the SQLite fallback, e.g. to test it beside PostgreSQL
+        DATABASE_URL = ""
+    elif not DATABASE_URL:
         local_pg = "postgres://postgres@127.0.0.1:5432/postgres"
         DATABASE_URL = local_pg if tcp_reachable(local_pg, 5432) else ""
     REDIS_URL = env_str("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    if not tcp_reachable(REDIS_URL, 6379):
+    if REDIS_URL == "none" or not tcp_reachable(REDIS_URL, 6379):
         REDIS_URL = ""
 
 EMBEDDED = not DATABASE_URL and not REDIS_URL
