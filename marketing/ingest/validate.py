@@ -33,12 +33,25 @@ CURRENCY = re.compile(r"^[A-Z]{3}$")
 MONEY_MAX = Decimal("9999999999.9999")  # NUMERIC(14, 4)
 FOUR_PLACES = Decimal("0.0001")
 FUTURE_TOLERANCE = timedelta(days=1)
+# No age limit for imported history, but a year-1 date is a bug, not a customer event.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 PLAIN_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$")
 
 
 @cache
 def _timezones() -> frozenset[str]:
     return frozenset(available_timezones())
+
+
+def _has_nul(value: Any) -> bool:
+    """PostgreSQL text and jsonb cannot store NUL; find one anywhere in a row."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 class Errors:
@@ -255,6 +268,8 @@ def validate_customers(rows: list[Any]) -> list[CustomerRow]:
                     row.attributes_remove = sorted(k for k, v in value.items() if v is None)
                 else:
                     errors.add(index, key, "must be an object or null")
+        if _has_nul(raw):
+            errors.add(index, None, "text must not contain NUL (\\u0000) characters")
         earlier = by_id.get(external_id)
         if earlier is None:
             by_id[external_id] = row
@@ -348,6 +363,8 @@ def validate_touchpoints(rows: list[Any]) -> list[tuple]:
             errors.add(index, "occurred_at", occurred)
         elif occurred > latest_allowed:
             errors.add(index, "occurred_at", "is more than a day in the future")
+        elif occurred < EARLIEST:
+            errors.add(index, "occurred_at", "is before 1900-01-01; check the date")
         else:
             # Hand PostgreSQL the text it parses itself when the form is plain, since
             # formatting a datetime in Python costs more than the whole row's checks.
@@ -410,6 +427,10 @@ def validate_touchpoints(rows: list[Any]) -> list[tuple]:
         else:
             errors.add(index, "properties", "must be an object or null")
 
+        if errors.total == failed and (
+            b"\\u0000" in properties_json or any("\x00" in v for v in (event_id, external_id, channel, order_id, sku))
+        ):
+            errors.add(index, None, "text must not contain NUL (\\u0000) characters")
         if errors.total == failed:
             out.append(
                 (
@@ -496,6 +517,8 @@ def validate_products(rows: list[Any]) -> list[ProductRow]:
                     errors.add(index, key, "must be true or false")
                 else:
                     row.values["active"] = value
+        if _has_nul(raw):
+            errors.add(index, None, "text must not contain NUL (\\u0000) characters")
         earlier = by_sku.get(sku)
         if earlier is None:
             by_sku[sku] = row
