@@ -74,6 +74,9 @@ def touchpoints_write(rows: list[tuple]) -> tuple[int, int]:
     with connection.cursor() as django_cursor:
         cursor = django_cursor.cursor  # the psycopg cursor, for COPY
         cursor.execute(TOUCHPOINT_STAGE)
+        # Empty at the start of a transaction; not when several batches share one (the
+        # admin's CSV import does), so clear what an earlier batch left.
+        cursor.execute("DELETE FROM ingest_touchpoint_stage")
         _copy(cursor, "ingest_touchpoint_stage", TOUCHPOINT_COLUMNS, rows)
         columns, values = stub_columns_sql()
         # Sorted, so two batches creating the same new customers lock them in one order.
@@ -144,6 +147,7 @@ def customers_write(rows: list[CustomerRow], *, source: str, now: datetime) -> t
     with connection.cursor() as django_cursor:
         cursor = django_cursor.cursor
         cursor.execute(CUSTOMER_STAGE)
+        cursor.execute("DELETE FROM ingest_customer_stage")  # see touchpoints_write
         _copy(cursor, "ingest_customer_stage", CUSTOMER_STAGE_COLUMNS, _customer_stage_rows(rows))
 
         consent_insert = ", ".join(
