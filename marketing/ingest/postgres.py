@@ -92,7 +92,8 @@ def touchpoints_write(rows: list[tuple]) -> tuple[int, int]:
         )
         customers_created = cursor.rowcount
         # ON CONFLICT without a target skips both a replayed event_id and a second event
-        # for an order line already recorded.
+        # for an order line already recorded. Sorted, so concurrent batches sharing
+        # events wait for each other in one order instead of deadlocking.
         cursor.execute(
             """
             INSERT INTO marketing_touchpoint (
@@ -102,6 +103,7 @@ def touchpoints_write(rows: list[tuple]) -> tuple[int, int]:
                    s.revenue, s.currency, s.revenue_original, s.order_id, s.sku, s.event_id, s.properties
             FROM ingest_touchpoint_stage s
             JOIN marketing_customer c ON c.external_id = s.customer_external_id
+            ORDER BY s.order_id, s.sku, s.event_id
             ON CONFLICT DO NOTHING
             """
         )
@@ -198,6 +200,15 @@ def customers_write(rows: list[CustomerRow], *, source: str, now: datetime) -> t
             f"{c}_opt_in_source = CASE WHEN s.{c}_opt_in IS DISTINCT FROM c.{c}_opt_in AND s.{c}_opt_in IS NOT NULL "
             f"THEN %(source)s ELSE c.{c}_opt_in_source END"
             for c in CONSENTS
+        )
+        # Lock the matched customers in id order first: two concurrent batches touching
+        # the same customers then queue instead of deadlocking.
+        cursor.execute(
+            """
+            SELECT c.id FROM marketing_customer c
+            JOIN ingest_customer_stage s ON c.external_id = s.external_id AND NOT s.created
+            ORDER BY c.id FOR UPDATE OF c
+            """
         )
         # Only rows that would change are written: a replayed batch rewrites nothing.
         changed = " OR ".join(

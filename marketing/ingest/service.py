@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import psycopg
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
@@ -61,16 +64,19 @@ def _refuse_erased(pairs: list[tuple[int, str]], field: str) -> None:
 
 def _atomic_with_retry(write: Callable[[], T]) -> T:
     """Run a write in one transaction; retry when PostgreSQL breaks a deadlock between two
-    concurrent batches (the whole batch is rolled back, so a retry is safe)."""
+    concurrent batches (the whole batch is rolled back, so a retry is safe). The writers
+    use the raw psycopg cursor for COPY, so its errors arrive unwrapped too."""
     for attempt in range(1, DEADLOCK_RETRIES + 1):
         try:
             with transaction.atomic():
                 return write()
-        except OperationalError as exc:
-            sqlstate = getattr(exc.__cause__, "sqlstate", None)
+        except (OperationalError, psycopg.OperationalError) as exc:
+            sqlstate = getattr(exc, "sqlstate", None) or getattr(exc.__cause__, "sqlstate", None)
             if sqlstate not in ("40P01", "40001") or attempt == DEADLOCK_RETRIES:
                 raise
             logger.warning("bulk write hit %s, retrying (attempt %d)", sqlstate, attempt)
+            # Let the other batch finish before trying again, or both collide once more.
+            time.sleep(random.uniform(0.05, 0.25) * attempt)
     raise AssertionError("unreachable")
 
 

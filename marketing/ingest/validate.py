@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
@@ -117,9 +117,11 @@ def _money(value: Any) -> Decimal | None:
         amount = Decimal(str(value).strip())
     except InvalidOperation:
         return None
-    if not amount.is_finite() or amount < 0 or amount > MONEY_MAX:
+    if not amount.is_finite() or amount < 0:
         return None
-    return amount
+    # NUMERIC(…, 4) on both databases: round half-up here so they store the same value.
+    amount = amount.quantize(FOUR_PLACES, rounding=ROUND_HALF_UP)
+    return amount if amount <= MONEY_MAX else None
 
 
 def parse_timestamp(value: Any) -> datetime | str:
@@ -392,7 +394,9 @@ def validate_touchpoints(rows: list[Any]) -> list[tuple]:
                 if currency == reporting:
                     revenue = revenue_original
                 elif currency in rates:
-                    revenue = (revenue_original * rates[currency]).quantize(FOUR_PLACES)
+                    revenue = (revenue_original * rates[currency]).quantize(FOUR_PLACES, rounding=ROUND_HALF_UP)
+                    if revenue > MONEY_MAX:
+                        errors.add(index, "revenue", f"is too large once converted to {reporting}")
                 else:
                     errors.add(
                         index,
@@ -404,11 +408,11 @@ def validate_touchpoints(rows: list[Any]) -> list[tuple]:
             currency = raw_currency
 
         order_id = raw.get("order_id")
-        order_id = "" if order_id is None else _identifier(order_id, 64)
+        order_id = "" if order_id is None or order_id == "" else _identifier(order_id, 64)
         if order_id is None:
             errors.add(index, "order_id", "must be a string of at most 64 characters")
         sku = raw.get("sku")
-        sku = "" if sku is None else _identifier(sku, 64)
+        sku = "" if sku is None or sku == "" else _identifier(sku, 64)
         if sku is None:
             errors.add(index, "sku", "must be a string of at most 64 characters")
         if kind in ("purchase", "refund") and not order_id:
@@ -428,7 +432,9 @@ def validate_touchpoints(rows: list[Any]) -> list[tuple]:
             errors.add(index, "properties", "must be an object or null")
 
         if errors.total == failed and (
-            b"\\u0000" in properties_json or any("\x00" in v for v in (event_id, external_id, channel, order_id, sku))
+            # the byte test is a cheap filter; _has_nul tells a NUL from an escaped "\\u0000"
+            (b"\\u0000" in properties_json and _has_nul(properties))
+            or any("\x00" in v for v in (event_id, external_id, channel, order_id, sku))
         ):
             errors.add(index, None, "text must not contain NUL (\\u0000) characters")
         if errors.total == failed:
