@@ -300,6 +300,7 @@ TOUCHPOINT_FIELDS = frozenset(
         "properties",
     }
 )
+ID_FIELDS = ("campaign_id", "message_id", "creative_id")
 # The staging table's columns, in the order validate_touchpoints emits them.
 TOUCHPOINT_COLUMNS = (
     "row_no",
@@ -331,6 +332,8 @@ def validate_touchpoints(rows: list[Any]) -> list[tuple]:
     latest_allowed = datetime.now(UTC) + FUTURE_TOLERANCE
     dumps = orjson.dumps
     fields = TOUCHPOINT_FIELDS
+    kind_match = KIND.match
+    plain_timestamp = PLAIN_TIMESTAMP.match
     for index, raw in enumerate(rows):
         if not isinstance(raw, dict):
             errors.add(index, None, "must be an object")
@@ -340,44 +343,52 @@ def validate_touchpoints(rows: list[Any]) -> list[tuple]:
             for key in sorted(raw.keys() - fields):
                 errors.add(index, key, "unknown field")
 
-        event_id = _identifier(raw.get("event_id"), 255)
-        if event_id is None:
-            errors.add(index, "event_id", "is required: a non-empty string of at most 255 characters")
-        external_id = _identifier(raw.get("customer_external_id"), 255)
+        # The common, valid case takes the first branch of each check without a call.
+        event_id = raw.get("event_id")
+        if type(event_id) is not str or not 0 < len(event_id) <= 255 or event_id.isspace():
+            event_id = _identifier(event_id, 255)
+            if event_id is None:
+                errors.add(index, "event_id", "is required: a non-empty string of at most 255 characters")
+        external_id = raw.get("customer_external_id")
+        if type(external_id) is not str or not 0 < len(external_id) <= 255 or external_id.isspace():
+            external_id = _identifier(external_id, 255)
         if external_id is None:
             errors.add(index, "customer_external_id", "is required: a non-empty string of at most 255 characters")
         elif external_id.startswith(ERASED_PREFIX):
             errors.add(index, "customer_external_id", f"ids starting with '{ERASED_PREFIX}' are reserved")
         kind = raw.get("kind")
-        if not isinstance(kind, str) or not KIND.match(kind):
+        if type(kind) is not str or not kind_match(kind):
             errors.add(index, "kind", "is required: a lower-case slug like purchase or trial_started")
             kind = ""
         channel = raw.get("channel")
         if channel is None:
             channel = ""
-        elif not isinstance(channel, str) or len(channel) > 32:
+        elif type(channel) is not str or len(channel) > 32:
             errors.add(index, "channel", "must be a string of at most 32 characters")
 
-        occurred = parse_timestamp(raw.get("occurred_at"))
-        if "occurred_at" not in raw:
+        occurred_at = raw.get("occurred_at")
+        occurred = parse_timestamp(occurred_at)
+        if occurred_at is None and "occurred_at" not in raw:
             errors.add(index, "occurred_at", "is required: an ISO 8601 timestamp with a timezone")
-        elif isinstance(occurred, str):
+        elif type(occurred) is str:
             errors.add(index, "occurred_at", occurred)
         elif occurred > latest_allowed:
             errors.add(index, "occurred_at", "is more than a day in the future")
         elif occurred < EARLIEST:
             errors.add(index, "occurred_at", "is before 1900-01-01; check the date")
-        else:
-            # Hand PostgreSQL the text it parses itself when the form is plain, since
-            # formatting a datetime in Python costs more than the whole row's checks.
-            occurred_at = raw["occurred_at"] if PLAIN_TIMESTAMP.match(raw["occurred_at"]) else occurred.isoformat()
+        elif not plain_timestamp(occurred_at):
+            # PostgreSQL parses the plain form itself (cheaper than formatting a datetime
+            # in Python); anything else ISO 8601 allows is normalised first.
+            occurred_at = occurred.isoformat()
 
-        ids = []
-        for key in ("campaign_id", "message_id", "creative_id"):
-            value = _optional_id(raw.get(key))
-            if value is False:
-                errors.add(index, key, "must be a positive integer or null")
-            ids.append(value)
+        ids = [None, None, None]
+        for position, key in enumerate(ID_FIELDS):
+            value = raw.get(key)
+            if value is not None:
+                value = _optional_id(value)
+                if value is False:
+                    errors.add(index, key, "must be a positive integer or null")
+                ids[position] = value
 
         revenue = revenue_original = None
         currency = ""
@@ -434,7 +445,11 @@ def validate_touchpoints(rows: list[Any]) -> list[tuple]:
         if errors.total == failed and (
             # the byte test is a cheap filter; _has_nul tells a NUL from an escaped "\\u0000"
             (b"\\u0000" in properties_json and _has_nul(properties))
-            or any("\x00" in v for v in (event_id, external_id, channel, order_id, sku))
+            or "\x00" in event_id
+            or "\x00" in external_id
+            or "\x00" in channel
+            or "\x00" in order_id
+            or "\x00" in sku
         ):
             errors.add(index, None, "text must not contain NUL (\\u0000) characters")
         if errors.total == failed:
