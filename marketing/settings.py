@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -173,6 +174,12 @@ if not DEBUG and not TESTING:
 
 REPORTING_CURRENCY = env_str("REPORTING_CURRENCY", "USD").upper()
 REPORTING_TIMEZONE = env_str("REPORTING_TIMEZONE", "UTC")
+if len(REPORTING_CURRENCY) != 3 or not REPORTING_CURRENCY.isalpha():
+    raise ImproperlyConfigured(f"REPORTING_CURRENCY={REPORTING_CURRENCY!r} is not an ISO 4217 code such as USD")
+try:
+    ZoneInfo(REPORTING_TIMEZONE)
+except (ZoneInfoNotFoundError, ValueError):
+    raise ImproperlyConfigured(f"REPORTING_TIMEZONE={REPORTING_TIMEZONE!r} is not an IANA timezone") from None
 # Revenue in another currency is converted with these rates or rejected with a clear error.
 CURRENCY_RATES = env_rates("CURRENCY_RATES")
 
@@ -242,18 +249,18 @@ CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CELERY_TASK_QUEUES = [Queue(f"{CELERY_QUEUE_PREFIX}{name}") for name in ("default", "send", "gpu")]
+CELERY_TASK_QUEUES = [
+    Queue(f"{CELERY_QUEUE_PREFIX}{name}", routing_key=f"{CELERY_QUEUE_PREFIX}{name}")
+    for name in ("default", "send", "gpu")
+]
 CELERY_TASK_DEFAULT_QUEUE = f"{CELERY_QUEUE_PREFIX}default"
 CELERY_TASK_ROUTES = {
     "campaigns.tasks.send_*": {"queue": f"{CELERY_QUEUE_PREFIX}send"},
     "mlcore.tasks.train_*": {"queue": f"{CELERY_QUEUE_PREFIX}gpu"},
 }
-# Declared in code, synced into django-celery-beat's tables at beat start-up, editable in
-# the admin. Higher apps add theirs in their AppConfig.ready().
-CELERY_BEAT_SCHEDULE = {
-    "health-check": {"task": "marketing.tasks.health_check", "schedule": 60.0},
-    "customers-refresh-last-seen": {"task": "marketing.tasks.customers_refresh_last_seen", "schedule": 60.0},
-}
+# Periodic tasks live in django-celery-beat's tables, created by data migrations from
+# marketing/schedules.py (and the like in higher apps), so admin edits survive restarts.
+CELERY_BEAT_SCHEDULE: dict = {}
 
 LOGGING = {
     "version": 1,

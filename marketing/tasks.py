@@ -1,6 +1,6 @@
 """Celery tasks of the marketing layer: thin callers that take plain values and call one
 service. Both run on the `default` queue (settings.CELERY_TASK_DEFAULT_QUEUE, prefixed in
-tests) and are scheduled by beat (settings.CELERY_BEAT_SCHEDULE)."""
+tests) and are scheduled by beat (marketing/schedules.py, created by migration 0004)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from django_celery_beat.schedulers import DatabaseScheduler
 from marketing.celery import app as celery_app
 from marketing.management.commands.run_all import process_commands
 from marketing.models import WorkerHeartbeat
+from marketing.schedules import SCHEDULES
 from marketing.tasks import health_check
 from tests.celery_helpers import CeleryWorker, requires_celery_worker
 
@@ -100,40 +101,45 @@ class HealthCheckOnARealWorkerTests(TransactionTestCase):
 # Beat runs outside any transaction and closes "obsolete" connections, which a TestCase's
 # wrapping transaction looks like: so a TransactionTestCase.
 class BeatScheduleTests(TransactionTestCase):
-    def test_beat_writes_the_code_schedule_into_the_database_scheduler(self):
-        DatabaseScheduler(app=celery_app)  # what `celery beat -S …DatabaseScheduler` does at start-up
+    serialized_rollback = True  # the schedule rows come from a data migration
 
-        every_minute = IntervalSchedule.objects.get(every=60, period=IntervalSchedule.SECONDS)
-        rows = {
-            task.name: (task.task, task.interval_id, task.enabled, task.args, task.kwargs, task.queue)
-            for task in PeriodicTask.objects.filter(name__in=["health-check", "customers-refresh-last-seen"])
+    def schedule_rows(self) -> dict:
+        return {
+            task.name: (task.task, task.interval.every, task.interval.period, task.enabled, task.args, task.kwargs)
+            for task in PeriodicTask.objects.filter(name__in=list(SCHEDULES)).select_related("interval")
         }
+
+    def test_the_migrations_put_the_schedule_into_the_database_scheduler(self):
         self.assertEqual(
-            rows,
+            self.schedule_rows(),
             {
-                "health-check": ("marketing.tasks.health_check", every_minute.pk, True, "[]", "{}", None),
+                "health-check": ("marketing.tasks.health_check", 60, "seconds", True, "[]", "{}"),
                 "customers-refresh-last-seen": (
                     "marketing.tasks.customers_refresh_last_seen",
-                    every_minute.pk,
+                    60,
+                    "seconds",
                     True,
                     "[]",
                     "{}",
-                    None,
                 ),
             },
         )
 
-    def test_a_second_start_does_not_duplicate_the_schedule(self):
-        DatabaseScheduler(app=celery_app)
+    def test_a_marketers_edit_survives_a_beat_restart(self):
+        every_five_minutes, _ = IntervalSchedule.objects.get_or_create(every=300, period=IntervalSchedule.SECONDS)
+        PeriodicTask.objects.filter(name="health-check").update(interval=every_five_minutes, enabled=False)
+
+        DatabaseScheduler(app=celery_app)  # what `celery beat -S …DatabaseScheduler` does at start-up
         DatabaseScheduler(app=celery_app)
 
+        task = PeriodicTask.objects.select_related("interval").get(name="health-check")
+        self.assertEqual((task.interval.every, task.enabled), (300, False))
         self.assertEqual(PeriodicTask.objects.filter(name="health-check").count(), 1)
-        self.assertEqual(IntervalSchedule.objects.filter(every=60, period=IntervalSchedule.SECONDS).count(), 1)
 
     def test_every_scheduled_task_is_a_registered_task(self):
         celery_app.loader.import_default_modules()
 
-        unknown = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()} - set(celery_app.tasks)
+        unknown = {task for task, _ in SCHEDULES.values()} - set(celery_app.tasks)
 
         self.assertEqual(unknown, set())
 
