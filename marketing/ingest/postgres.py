@@ -79,35 +79,44 @@ def touchpoints_write(rows: list[tuple]) -> tuple[int, int]:
         cursor.execute("DELETE FROM ingest_touchpoint_stage")
         _copy(cursor, "ingest_touchpoint_stage", TOUCHPOINT_COLUMNS, rows)
         columns, values = stub_columns_sql()
-        # Sorted, so two batches creating the same new customers lock them in one order.
+        # One statement resolves every customer once: existing ones by a single probe of
+        # the external_id index, unknown ones inserted as stubs (DO UPDATE, a no-op that
+        # only runs when a concurrent batch created the same stub first, so RETURNING
+        # always yields the id). ON CONFLICT without a target then skips both a replayed
+        # event_id and a second event for an order line already recorded. Both inserts are
+        # sorted (bytewise: "C" is far cheaper than the database's collation) so
+        # concurrent batches wait for each other in one order instead of deadlocking.
         cursor.execute(
             f"""
-            INSERT INTO marketing_customer ({columns})
-            SELECT ids.external_id, {values}
-            FROM (SELECT DISTINCT customer_external_id AS external_id FROM ingest_touchpoint_stage) ids
-            WHERE NOT EXISTS (SELECT 1 FROM marketing_customer c WHERE c.external_id = ids.external_id)
-            ORDER BY ids.external_id
-            ON CONFLICT (external_id) DO NOTHING
+            WITH ids AS (
+                SELECT DISTINCT customer_external_id AS external_id FROM ingest_touchpoint_stage
+            ), found AS (
+                SELECT c.id, c.external_id FROM marketing_customer c JOIN ids ON c.external_id = ids.external_id
+            ), created AS (
+                INSERT INTO marketing_customer ({columns})
+                SELECT ids.external_id, {values} FROM ids
+                WHERE NOT EXISTS (SELECT 1 FROM found WHERE found.external_id = ids.external_id)
+                ORDER BY ids.external_id COLLATE "C"
+                ON CONFLICT (external_id) DO UPDATE SET is_stub = marketing_customer.is_stub
+                RETURNING id, external_id, xmax = 0 AS is_new
+            ), resolved AS (
+                SELECT id, external_id FROM found UNION ALL SELECT id, external_id FROM created
+            ), inserted AS (
+                INSERT INTO marketing_touchpoint (
+                    customer_id, kind, channel, campaign_id, message_id, creative_id, occurred_at,
+                    revenue, currency, revenue_original, order_id, sku, event_id, properties)
+                SELECT r.id, s.kind, s.channel, s.campaign_id, s.message_id, s.creative_id, s.occurred_at,
+                       s.revenue, s.currency, s.revenue_original, s.order_id, s.sku, s.event_id, s.properties
+                FROM ingest_touchpoint_stage s
+                JOIN resolved r ON r.external_id = s.customer_external_id
+                ORDER BY s.order_id COLLATE "C", s.sku COLLATE "C", s.event_id COLLATE "C"
+                ON CONFLICT DO NOTHING
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM created WHERE is_new)
             """
         )
-        customers_created = cursor.rowcount
-        # ON CONFLICT without a target skips both a replayed event_id and a second event
-        # for an order line already recorded. Sorted, so concurrent batches sharing
-        # events wait for each other in one order instead of deadlocking.
-        cursor.execute(
-            """
-            INSERT INTO marketing_touchpoint (
-                customer_id, kind, channel, campaign_id, message_id, creative_id, occurred_at,
-                revenue, currency, revenue_original, order_id, sku, event_id, properties)
-            SELECT c.id, s.kind, s.channel, s.campaign_id, s.message_id, s.creative_id, s.occurred_at,
-                   s.revenue, s.currency, s.revenue_original, s.order_id, s.sku, s.event_id, s.properties
-            FROM ingest_touchpoint_stage s
-            JOIN marketing_customer c ON c.external_id = s.customer_external_id
-            ORDER BY s.order_id, s.sku, s.event_id
-            ON CONFLICT DO NOTHING
-            """
-        )
-        inserted = cursor.rowcount
+        inserted, customers_created = cursor.fetchone()
     return inserted, customers_created
 
 
