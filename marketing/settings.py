@@ -268,7 +268,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # Tests send bad input on purpose; its 4xx warnings would bury the runner's report.
+        "django.request": {"level": "ERROR" if TESTING else "WARNING"},
+    },
 }
 
 TEST_RUNNER = "tests.runner.ReportingTestRunner"
