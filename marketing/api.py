@@ -31,6 +31,7 @@ from marketing import ingest, selectors, services
 from marketing.celery import app as celery_app
 from marketing.errors import BatchInvalid, BatchTooLarge, Conflict, RowError
 from marketing.filters import CustomerFilter, ProductFilter, TouchpointFilter
+from marketing.ingest.validate import CONSENT_FIELDS, CUSTOMER_TEXT_KEYS
 from marketing.models import ApiKey, Customer, Product, WorkerHeartbeat
 from marketing.serializers import (
     CustomerRowSerializer,
@@ -188,18 +189,7 @@ BULK_ERRORS = {
 
 # What PUT clears when the body omits it (PUT replaces the profile). `unsubscribed` is not
 # among them: an integration that forgets the field must not re-subscribe anyone.
-CUSTOMER_PUT_CLEARS = (
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "country",
-    "timezone",
-    "locale",
-    "email_opt_in",
-    "sms_opt_in",
-    "push_opt_in",
-)
+CUSTOMER_PUT_CLEARS = (*CUSTOMER_TEXT_KEYS, *CONSENT_FIELDS)
 
 
 @extend_schema_view(

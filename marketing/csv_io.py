@@ -34,21 +34,9 @@ from django.db import connections
 from django.db.models import QuerySet
 
 from marketing.errors import RowError
+from marketing.ingest.validate import CONSENT_FIELDS, CUSTOMER_TEXT_KEYS
 
-CUSTOMER_COLUMNS = (
-    "external_id",
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "country",
-    "timezone",
-    "locale",
-    "email_opt_in",
-    "sms_opt_in",
-    "push_opt_in",
-    "unsubscribed",
-)
+CUSTOMER_COLUMNS = ("external_id", *CUSTOMER_TEXT_KEYS, *CONSENT_FIELDS, "unsubscribed")
 BOOLEAN_COLUMNS = frozenset({"email_opt_in", "sms_opt_in", "push_opt_in", "unsubscribed"})
 # The columns read straight from Customer fields; `unsubscribed` comes from unsubscribed_at.
 MODEL_COLUMNS = CUSTOMER_COLUMNS[:-1]

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db import connection
 
-from marketing.ingest.validate import TOUCHPOINT_COLUMNS, CustomerRow
+from marketing.ingest.validate import CONSENT_CHANNELS, CUSTOMER_TEXT_KEYS, TOUCHPOINT_COLUMNS, CustomerRow
 
 # Temporary tables live as long as the (persistent) connection; ON COMMIT DELETE ROWS
 # empties them at every commit without leaving dead tuples (autovacuum never visits temp
@@ -47,8 +47,8 @@ CUSTOMER_STAGE_COLUMNS = (
     "push_opt_in",
     "unsubscribed",
 )
-PLAIN_TEXT = ("email", "phone", "first_name", "last_name", "country", "timezone", "locale")
-CONSENTS = ("email", "sms", "push")
+PLAIN_TEXT = CUSTOMER_TEXT_KEYS
+CONSENTS = CONSENT_CHANNELS
 
 
 def _copy(cursor, table: str, columns: tuple[str, ...], rows) -> None:

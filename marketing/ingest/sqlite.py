@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 from django.db import connection
 
-from marketing.ingest.validate import CustomerRow
+from marketing.ingest.validate import CONSENT_CHANNELS, CUSTOMER_TEXT_KEYS, CustomerRow
 from marketing.models import Customer
 
-PLAIN_TEXT = ("email", "phone", "first_name", "last_name", "country", "timezone", "locale")
-CONSENTS = ("email", "sms", "push")
+PLAIN_TEXT = CUSTOMER_TEXT_KEYS
+CONSENTS = CONSENT_CHANNELS
 SQLITE_MAX_PARAMS = 30_000
 
 

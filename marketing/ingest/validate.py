@@ -143,22 +143,12 @@ CUSTOMER_TEXT_FIELDS = {
     "first_name": 150,
     "last_name": 150,
 }
-CONSENT_FIELDS = ("email_opt_in", "sms_opt_in", "push_opt_in")
-CUSTOMER_FIELDS = frozenset(
-    {
-        "external_id",
-        "email",
-        "phone",
-        "first_name",
-        "last_name",
-        "country",
-        "timezone",
-        "locale",
-        "attributes",
-        "unsubscribed",
-        *CONSENT_FIELDS,
-    }
-)
+# The customer fields of the bulk API, in one place for the writers, the CSV columns and
+# the API's PUT: plain text fields (null clears to ""), consents, then the rest.
+CUSTOMER_TEXT_KEYS = ("email", "phone", "first_name", "last_name", "country", "timezone", "locale")
+CONSENT_CHANNELS = ("email", "sms", "push")
+CONSENT_FIELDS = tuple(f"{channel}_opt_in" for channel in CONSENT_CHANNELS)
+CUSTOMER_FIELDS = frozenset({"external_id", *CUSTOMER_TEXT_KEYS, *CONSENT_FIELDS, "unsubscribed", "attributes"})
 
 
 @dataclass
