@@ -51,3 +51,12 @@ def exception_handler(exc, context):
     if isinstance(exc, exceptions.ValidationError):
         return Response({"errors": _flatten(exc.detail)}, status=status.HTTP_400_BAD_REQUEST)
     return drf_exception_handler(exc, context)
+
+
+def schema_paths_without_trailing_slash(result: dict, generator, request, public) -> dict:
+    """drf-spectacular post-processing hook: every path answers with and without the
+    trailing slash; the schema documents the form the README uses, without it."""
+    result["paths"] = {
+        (path.rstrip("/") if path != "/" else path): item for path, item in result.get("paths", {}).items()
+    }
+    return result

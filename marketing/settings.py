@@ -219,6 +219,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "marketing.api_common.schema_paths_without_trailing_slash",
+    ],
 }
 
 # --- Celery ---------------------------------------------------------------------------
