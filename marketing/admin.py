@@ -41,6 +41,7 @@ from marketing.errors import BatchInvalid, DomainError, RowError
 from marketing.forms import ApiKeyAddForm, CsvConfirmForm, CsvImportForm, CustomerForm, SuppressionForm
 from marketing.ingest import customers_bulk_upsert, customers_validate
 from marketing.models import ApiKey, Customer, Product, Suppression, Touchpoint, TouchpointKind, WorkerHeartbeat
+from marketing.rfm import rfm_group
 from marketing.selectors import customer_order_stats
 
 admin.site.site_header = "Marketing automation"
@@ -245,6 +246,8 @@ class CustomerAdmin(HugeTableAdmin):
         "order_count",
         "order_revenue",
         "last_purchase",
+        "rfm_scores",
+        "rfm_values",
         "timeline",
     )
     add_fieldsets = (
@@ -270,6 +273,13 @@ class CustomerAdmin(HugeTableAdmin):
         ),
         ("Attributes", {"fields": ("attributes",)}),
         ("Orders", {"fields": ("order_count", "order_revenue", "last_purchase")}),
+        (
+            "RFM",
+            {
+                "description": "Recomputed nightly for every customer; scores 1-5, 5 best.",
+                "fields": ("rfm_scores", "rfm_values"),
+            },
+        ),
         ("Touchpoint timeline", {"fields": ("timeline",)}),
         ("Record", {"fields": ("is_stub", "erased_at", "created_at", "updated_at", "last_seen_at")}),
     )
@@ -353,6 +363,27 @@ class CustomerAdmin(HugeTableAdmin):
     @admin.display(description="last purchase")
     def last_purchase(self, obj: Customer):
         return self._order_stats(obj)["last_purchase_at"] or "never"
+
+    @admin.display(description="scores and group")
+    def rfm_scores(self, obj: Customer) -> str:
+        rfm = getattr(obj, "rfm", None)
+        if rfm is None:
+            return "not computed yet"
+        if rfm.r_score is None:
+            return f"no purchase as of {rfm.as_of:%Y-%m-%d}"
+        group = rfm_group(rfm.r_score, rfm.f_score, rfm.m_score)
+        return f"R {rfm.r_score} · F {rfm.f_score} · M {rfm.m_score} — {group}"
+
+    @admin.display(description="values")
+    def rfm_values(self, obj: Customer) -> str:
+        rfm = getattr(obj, "rfm", None)
+        if rfm is None or rfm.recency_days is None:
+            return "-"
+        monetary = Decimal(rfm.monetary).quantize(Decimal("0.01"))
+        return (
+            f"{rfm.recency_days} days since the last purchase, {rfm.frequency} orders, "
+            f"{monetary:,} {settings.REPORTING_CURRENCY} net, as of {rfm.as_of:%Y-%m-%d}"
+        )
 
     @admin.display(description="latest touchpoints")
     def timeline(self, obj: Customer) -> str:

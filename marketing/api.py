@@ -203,7 +203,7 @@ class CustomerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     filterset_class = CustomerFilter
 
     def get_queryset(self):
-        return selectors.customer_list()
+        return selectors.customer_list().select_related("rfm")  # the "rfm" output: a join, not a query per row
 
     def _upsert(self, request: Request, row: dict) -> tuple[bool, Customer]:
         try:

@@ -251,3 +251,32 @@ class IngestCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.last_id}"
+
+
+class CustomerRFM(models.Model):
+    """A customer's recency, frequency and monetary value and their 1-5 scores, as of a
+    date. One row per customer, rewritten as a whole by `marketing.rfm.rfm_refresh`
+    (nightly); a customer without a purchase has a row with nulls. Segments join it."""
+
+    customer = models.OneToOneField(Customer, on_delete=models.PROTECT, primary_key=True, related_name="rfm")
+    as_of = models.DateField(help_text="Touchpoints up to the end of this day (reporting timezone) count.")
+    recency_days = models.IntegerField(null=True, blank=True, help_text="Whole days since the last purchase.")
+    frequency = models.IntegerField(null=True, blank=True, help_text="Distinct orders.")
+    monetary = models.DecimalField(
+        max_digits=14,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="Purchases net of refunds, reporting currency.",
+    )
+    r_score = models.SmallIntegerField(null=True, blank=True)
+    f_score = models.SmallIntegerField(null=True, blank=True)
+    m_score = models.SmallIntegerField(null=True, blank=True)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "customer RFM"
+        verbose_name_plural = "customer RFM"
+
+    def __str__(self) -> str:
+        return f"RFM of customer {self.customer_id} as of {self.as_of}"

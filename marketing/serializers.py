@@ -7,13 +7,36 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from marketing.models import Customer, Product, Touchpoint
+from marketing.models import Customer, CustomerRFM, Product, Touchpoint
+from marketing.rfm import RFM_GROUPS, rfm_group
 
 # --- output -------------------------------------------------------------------------------
 
 
+class CustomerRFMSerializer(serializers.ModelSerializer):
+    group = serializers.SerializerMethodField(
+        help_text="Named group of the R and F scores: " + ", ".join(RFM_GROUPS) + "; null when unscored."
+    )
+
+    class Meta:
+        model = CustomerRFM
+        fields = ["recency_days", "frequency", "monetary", "r_score", "f_score", "m_score", "group", "as_of"]
+        read_only_fields = fields
+        extra_kwargs = {
+            "r_score": {"help_text": "1-5, 5 best (fewest days since the last purchase); equal values, equal scores."},
+            "f_score": {"help_text": "1-5, 5 best (most orders); equal values, equal scores."},
+            "m_score": {"help_text": "1-5, 5 best (most revenue net of refunds); equal values, equal scores."},
+        }
+
+    def get_group(self, rfm: CustomerRFM) -> str | None:
+        return rfm_group(rfm.r_score, rfm.f_score, rfm.m_score)
+
+
 class CustomerSerializer(serializers.ModelSerializer):
     unsubscribed = serializers.SerializerMethodField(help_text="True when unsubscribed from all marketing.")
+    rfm = CustomerRFMSerializer(
+        read_only=True, allow_null=True, help_text="Recency, frequency, monetary; null until first computed (nightly)."
+    )
 
     class Meta:
         model = Customer
@@ -44,6 +67,7 @@ class CustomerSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
             "last_seen_at",
+            "rfm",
         ]
         read_only_fields = fields
 

@@ -28,3 +28,14 @@ def customers_refresh_last_seen() -> int:
     from marketing.ingest.last_seen import customers_refresh_last_seen as refresh
 
     return refresh()
+
+
+# Nightly (marketing/schedules.py, migration 0007). The whole table is rewritten in one
+# transaction, so a repeated or overlapping run leaves the same rows; a run that missed its
+# night is worthless the next night, when a fresh one is due.
+@shared_task(expires=6 * 3600)
+def rfm_refresh_all() -> int:
+    """Recompute every customer's RFM as of today (reporting timezone); returns the rows written."""
+    from marketing.rfm import rfm_refresh
+
+    return rfm_refresh()

@@ -44,6 +44,7 @@ CUSTOMER_FIELDS = {
     "created_at",
     "updated_at",
     "last_seen_at",
+    "rfm",
 }
 
 
