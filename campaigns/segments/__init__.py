@@ -1,0 +1,1 @@
+"""Segments: rule trees compiled to one SQL query, preview and explain."""

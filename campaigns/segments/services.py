@@ -1,0 +1,125 @@
+"""Segment writes and the rule-tree previews: plain functions that views, the admin and
+(later) Celery tasks call."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from campaigns.models import Segment
+from campaigns.segments.rules import (
+    Context,
+    RuleError,
+    RuleInvalid,
+    compile_node,
+    segment_customers,
+    validate_definition,
+)
+from marketing.errors import Conflict
+from marketing.models import Customer
+
+IMPLEMENTED_KINDS = frozenset({Segment.Kind.RULES})
+
+
+def segment_definition_check(kind: str, definition: Any, segment_id: int | None = None) -> None:
+    """Raise RuleInvalid with every problem of a definition of `kind`."""
+    if kind not in IMPLEMENTED_KINDS:
+        raise RuleInvalid([RuleError("", f"{kind} segments cannot be defined yet; only rules segments")])
+    errors = validate_definition(definition, segment_id=segment_id)
+    if errors:
+        raise RuleInvalid(errors)
+
+
+@transaction.atomic
+def segment_create(*, name: str, kind: str = Segment.Kind.RULES, definition: Any, description: str = "") -> Segment:
+    segment_definition_check(kind, definition)
+    return Segment.objects.create(name=name, kind=kind, definition=definition, description=description)
+
+
+@transaction.atomic
+def segment_update(segment: Segment, **changes: Any) -> Segment:
+    """Change name, description, kind or definition; the new definition is validated
+    (including cycles through this segment) before anything is written."""
+    segment = Segment.objects.select_for_update().get(pk=segment.pk)
+    for key, value in changes.items():
+        setattr(segment, key, value)
+    segment_definition_check(segment.kind, segment.definition, segment_id=segment.pk)
+    segment.updated_at = timezone.now()
+    segment.save()
+    return segment
+
+
+def _references(node: Any) -> set[int]:
+    if isinstance(node, dict):
+        found = {node["segment"]} if isinstance(node.get("segment"), int) and len(node) == 1 else set()
+        for value in node.values():
+            found |= _references(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_references(item) for item in node)) if node else set()
+    return set()
+
+
+@transaction.atomic
+def segment_delete(segment: Segment) -> None:
+    """Delete a segment no other rules segment refers to (a handful of rows to scan)."""
+    users = [
+        other.pk
+        for other in Segment.objects.filter(kind=Segment.Kind.RULES).exclude(pk=segment.pk).only("definition")
+        if segment.pk in _references(other.definition)
+    ]
+    if users:
+        raise Conflict(f"Segment {segment.pk} is used by segment(s) {', '.join(map(str, users))}; change those first.")
+    segment.delete()
+
+
+def segment_preview(
+    definition: Any, sample_size: int = 20, *, kind: str = Segment.Kind.RULES, now: datetime | None = None
+) -> dict:
+    """How many customers a definition selects now and a sample of them (lowest ids),
+    without saving anything."""
+    segment_definition_check(kind, definition)
+    customers = segment_customers(definition, now=now)
+    sample = list(customers.order_by("id").values("id", "external_id", "email")[:sample_size])
+    return {"count": customers.count(), "sample": sample}
+
+
+def segment_explain(definition: Any, customer: Customer, *, now: datetime | None = None) -> dict:
+    """Why `customer` is (or is not) selected by a definition: every node of the tree with
+    its result for this customer. One small query per node: it is one customer."""
+    segment_definition_check(Segment.Kind.RULES, definition)
+    ctx = Context(now=now or timezone.now())
+    one = Customer.objects.filter(pk=customer.pk)
+
+    def explain(node: dict, path: str) -> dict:
+        result = one.filter(compile_node(node, ctx)).exists()
+        out: dict[str, Any] = {"node": node, "path": path, "result": result, "children": []}
+        if "field" in node:
+            out["actual"] = _actual(customer, node["field"])
+        elif "all" in node or "any" in node:
+            key = "all" if "all" in node else "any"
+            out["children"] = [explain(child, f"{path}/{key}/{i}") for i, child in enumerate(node[key])]
+        elif "not" in node:
+            out["children"] = [explain(node["not"], f"{path}/not")]
+        return out
+
+    tree = explain(definition, "")
+    erased = customer.erased_at is not None
+    return {
+        "customer": {"id": customer.pk, "external_id": customer.external_id},
+        "member": tree["result"] and not erased,
+        "erased": erased,
+        "tree": tree,
+    }
+
+
+def _actual(customer: Customer, name: str) -> Any:
+    """The customer's value that a field leaf looked at (JSON-ready)."""
+    if name.startswith("attributes."):
+        key = name.removeprefix("attributes.")
+        return (customer.attributes or {}).get(key)
+    value = getattr(customer, name)
+    return value.isoformat() if isinstance(value, datetime) else value
