@@ -10,7 +10,7 @@ from drf_spectacular.plumbing import ResolvedComponent
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
-from campaigns.models import Segment
+from campaigns.models import Segment, SegmentChange
 from campaigns.segments.rules import rule_tree_json_schema
 
 COMPONENT_PREFIX = "SegmentRule"
@@ -66,8 +66,26 @@ class SegmentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Segment
-        fields = ["id", "name", "description", "kind", "definition", "created_at", "updated_at"]
-        read_only_fields = ["id", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "description",
+            "kind",
+            "definition",
+            "created_at",
+            "updated_at",
+            "last_rebuilt_at",
+            "last_rebuild_duration_ms",
+            "member_count",
+        ]
+        read_only_fields = [
+            "id",
+            "created_at",
+            "updated_at",
+            "last_rebuilt_at",
+            "last_rebuild_duration_ms",
+            "member_count",
+        ]
 
 
 class SegmentPreviewRequestSerializer(serializers.Serializer):
@@ -115,3 +133,31 @@ class SegmentExplainSerializer(serializers.Serializer):
     member = serializers.BooleanField()
     erased = serializers.BooleanField(help_text="Erased (GDPR) customers are never members.")
     tree = ExplainNodeSerializer()
+
+
+class SegmentRebuildSerializer(serializers.Serializer):
+    segment_id = serializers.IntegerField()
+    entered = serializers.IntegerField(help_text="Customers who entered (one 'entered' change row each).")
+    exited = serializers.IntegerField(help_text="Customers who exited (one 'exited' change row each).")
+    members = serializers.IntegerField(help_text="Members after the rebuild.")
+    duration_ms = serializers.IntegerField()
+    rebuilt_at = serializers.DateTimeField()
+
+
+class SegmentRebuildQueuedSerializer(serializers.Serializer):
+    segment_id = serializers.IntegerField()
+    message = serializers.CharField()
+
+
+class SegmentMemberSerializer(serializers.Serializer):
+    customer_id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    since = serializers.DateTimeField(help_text="When the rebuild that let the customer in ran.")
+
+
+class SegmentChangeSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="Increasing within a segment: keep the last one as your checkpoint.")
+    customer_id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    change = serializers.ChoiceField(choices=SegmentChange.Change.choices)
+    at = serializers.DateTimeField(help_text="When the rebuild that found the change ran.")

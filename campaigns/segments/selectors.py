@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
-from campaigns.models import Segment
+from campaigns.models import Segment, SegmentChange, SegmentMembership
 from marketing.models import Customer
 
 
@@ -19,3 +19,22 @@ def customer_by_reference(reference: str) -> Customer | None:
     if customer is None and reference.isdigit():
         customer = Customer.objects.filter(pk=int(reference)).first()
     return customer
+
+
+def segment_members(segment: Segment) -> QuerySet[SegmentMembership]:
+    """A segment's members as of its last rebuild, with their external ids (one join)."""
+    return (
+        SegmentMembership.objects.filter(segment=segment)
+        .annotate(external_id=F("customer__external_id"))
+        .only("customer_id", "since")
+    )
+
+
+def segment_changes(segment: Segment, after: int = 0) -> QuerySet[SegmentChange]:
+    """A segment's change log after checkpoint `after` (ids ascending), with external ids."""
+    return (
+        SegmentChange.objects.filter(segment=segment, id__gt=after)
+        .annotate(external_id=F("customer__external_id"))
+        .only("id", "customer_id", "change", "at")
+        .order_by("id")
+    )

@@ -1,0 +1,44 @@
+"""Celery tasks of the campaigns layer: thin callers of one service each, on the `default`
+queue (settings.CELERY_TASK_DEFAULT_QUEUE). Segment rebuilds are safe to run twice or to
+overlap: a rebuild locks its segment row and only writes the difference it finds."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from campaigns.segments.rebuild import segment_rebuild, segments_rebuildable
+from marketing.errors import NotFound
+
+logger = logging.getLogger(__name__)
+
+
+# A rebuild that waited past the next scheduled run is redundant: that run does its work.
+@shared_task(expires=15 * 60)
+def segment_rebuild_task(segment_id: int) -> dict[str, int] | None:
+    """Rebuild one segment; returns its entered/exited/members counts and duration, or
+    None when the segment was deleted after the rebuild was enqueued."""
+    try:
+        result = segment_rebuild(segment_id)
+    except NotFound:
+        logger.info("segment %s was deleted before its rebuild ran", segment_id)
+        return None
+    return {
+        "segment_id": result.segment_id,
+        "entered": result.entered,
+        "exited": result.exited,
+        "members": result.members,
+        "duration_ms": result.duration_ms,
+    }
+
+
+# Every 15 minutes (campaigns/schedules.py, migration 0003). One coarse task per segment,
+# so a slow segment does not hold the others back and each retries on its own.
+@shared_task(expires=15 * 60)
+def segment_rebuild_all() -> int:
+    """Enqueue a rebuild of every rules segment; returns how many were enqueued."""
+    ids = segments_rebuildable()
+    for segment_id in ids:
+        segment_rebuild_task.delay(segment_id)
+    return len(ids)
