@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.test import TestCase, TransactionTestCase, skipUnlessDBFeature
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from campaigns.models import Segment, SegmentChange, SegmentMembership
@@ -109,13 +110,24 @@ class SegmentRebuildTests(TestCase):
         self.segment.refresh_from_db()
         self.assertEqual((self.segment.member_count, self.segment.last_rebuilt_at), (3, T2))
 
-    def test_erased_customers_exit(self) -> None:
+    def test_an_erased_customer_exits_at_once_and_the_next_rebuild_adds_nothing(self) -> None:
         segment_rebuild(self.segment.pk, now=T1)
+        segment_rebuild(self.other.pk, now=T1)
+        before_erase = timezone.now()
+
         customer_erase(self.ann)
-        result = segment_rebuild(self.segment.pk, now=T2)
-        self.assertEqual((result.entered, result.exited), (0, 1))
-        self.assertEqual(changes(self.segment)[-1], (f"erased:{self.ann.pk}", "exited", T2))
+
         self.assertEqual(set(members(self.segment)), {"ben", "cat"})
+        external_id, change, at = changes(self.segment)[-1]
+        self.assertEqual((external_id, change), (f"erased:{self.ann.pk}", "exited"))
+        self.assertTrue(before_erase <= at <= timezone.now())
+        self.assertEqual(len(changes(self.segment)), 4)
+        self.assertEqual(len(changes(self.other)), 1)  # dan only; ann was never a member
+        self.segment.refresh_from_db()
+        self.assertEqual(self.segment.member_count, 2)
+        result = segment_rebuild(self.segment.pk, now=T2)
+        self.assertEqual((result.entered, result.exited, result.members), (0, 0, 2))
+        self.assertEqual(len(changes(self.segment)), 4)
 
     def test_everyone_can_exit_and_come_back(self) -> None:
         segment_rebuild(self.segment.pk, now=T1)

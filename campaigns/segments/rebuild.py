@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from campaigns.models import Segment, SegmentChange, SegmentMembership
@@ -130,3 +131,23 @@ def segment_rebuild(segment_id: int, now: datetime | None = None) -> RebuildResu
 def segments_rebuildable() -> list[int]:
     """Ids of the segments a scheduled run rebuilds, lowest first."""
     return list(Segment.objects.filter(kind__in=REBUILDABLE_KINDS).order_by("id").values_list("id", flat=True))
+
+
+def segment_memberships_erase(customer_id: int) -> None:
+    """GDPR erase hook (registered in CampaignsConfig.ready): an erased customer leaves
+    every segment at once, with an "exited" change so that campaigns reading the change
+    log see it, instead of lingering until each segment's next rebuild. It runs inside
+    the erase transaction and locks the segments in id order, as a rebuild does, so change
+    ids stay in commit order within each segment. (A scan of memberships by customer:
+    erase is rare, and an index on customer would slow every rebuild.)"""
+    segment_ids = sorted(SegmentMembership.objects.filter(customer_id=customer_id).values_list("segment_id", flat=True))
+    if not segment_ids:
+        return
+    list(Segment.objects.select_for_update().filter(pk__in=segment_ids).order_by("pk").values_list("pk", flat=True))
+    now = timezone.now()
+    SegmentChange.objects.bulk_create(
+        SegmentChange(segment_id=segment_id, customer_id=customer_id, change=SegmentChange.Change.EXITED, at=now)
+        for segment_id in segment_ids
+    )
+    SegmentMembership.objects.filter(customer_id=customer_id).delete()
+    Segment.objects.filter(pk__in=segment_ids, member_count__gt=0).update(member_count=F("member_count") - 1)
