@@ -3,7 +3,6 @@ ingest service, so the admin and the API accept exactly the same data."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django import forms
@@ -12,26 +11,11 @@ from django.core.validators import validate_email
 from marketing import csv_io
 from marketing.errors import RowError
 from marketing.ingest import customers_validate
-from marketing.models import E164_RE, ApiKey, Customer, Suppression
-
-PHONE_NOISE = re.compile(r"[\s().-]")
-_E164 = re.compile(E164_RE)
+from marketing.ingest.validate import CONSENT_FIELDS, CUSTOMER_TEXT_KEYS, E164, PHONE_NOISE
+from marketing.models import ApiKey, Customer, Suppression
 
 # Fields a marketer edits on the customer page; everything else is written by ingest.
-CUSTOMER_EDITABLE = (
-    "external_id",
-    "email",
-    "phone",
-    "first_name",
-    "last_name",
-    "country",
-    "timezone",
-    "locale",
-    "attributes",
-    "email_opt_in",
-    "sms_opt_in",
-    "push_opt_in",
-)
+CUSTOMER_EDITABLE = ("external_id", *CUSTOMER_TEXT_KEYS, "attributes", *CONSENT_FIELDS)
 
 
 def apply_row_errors(form: forms.Form, errors: list[RowError]) -> None:
@@ -151,7 +135,7 @@ class SuppressionForm(forms.ModelForm):
                 return data
         else:
             value = PHONE_NOISE.sub("", value)
-            if not _E164.match(value):
+            if not E164.match(value):
                 self.add_error("value", "Enter a phone number in E.164 form, e.g. +14155550123.")
                 return data
         data["value"] = value

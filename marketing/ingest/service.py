@@ -87,21 +87,23 @@ def _writer():
 def customers_validate(rows: list[Any]) -> tuple[list[CustomerRow], list[RowError]]:
     """Validate without writing (the admin's CSV preview): the merged rows, or the errors."""
     try:
-        check_batch_size(rows, "customers")
-        clean = validate_customers(rows)
-        _refuse_erased([(row.row, row.external_id) for row in clean], "external_id")
+        return _validated_customers(rows), []
     except BatchInvalid as exc:
         return [], exc.errors
-    return clean, []
+
+
+def _validated_customers(rows: list[Any]) -> list[CustomerRow]:
+    check_batch_size(rows, "customers")
+    clean = validate_customers(rows)
+    _refuse_erased([(row.row, row.external_id) for row in clean], "external_id")
+    return clean
 
 
 def customers_bulk_upsert(rows: list[Any], *, source: str = "api") -> UpsertResult:
     """Upsert customers by external_id: omitted keys unchanged, null clears, attributes
     shallow-merge (a key set to null is removed). Rows for the same external_id in one
     batch are merged in order and counted once. Consent changes record time and source."""
-    check_batch_size(rows, "customers")
-    clean = validate_customers(rows)
-    _refuse_erased([(row.row, row.external_id) for row in clean], "external_id")
+    clean = _validated_customers(rows)
     if not clean:
         return UpsertResult(created=0, updated=0)
     now = timezone.now()

@@ -19,11 +19,12 @@ import orjson
 from django.conf import settings
 
 from marketing.errors import BatchInvalid, BatchTooLarge, RowError
+from marketing.models import E164_RE
 
 MAX_REPORTED_ERRORS = 1000
 ERASED_PREFIX = "erased:"  # external ids of erased customers; refused from integrations
 
-E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+E164 = re.compile(E164_RE)
 PHONE_NOISE = re.compile(r"[\s().-]")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 KIND = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
