@@ -8,6 +8,7 @@ import logging
 
 from celery import shared_task
 
+from campaigns.segments.clusterings import clustering_refresh, clusterings_enabled
 from campaigns.segments.rebuild import segment_rebuild, segments_rebuildable
 from marketing.errors import NotFound
 
@@ -37,8 +38,30 @@ def segment_rebuild_task(segment_id: int) -> dict[str, int] | None:
 # so a slow segment does not hold the others back and each retries on its own.
 @shared_task(expires=15 * 60)
 def segment_rebuild_all() -> int:
-    """Enqueue a rebuild of every rules segment; returns how many were enqueued."""
+    """Enqueue a rebuild of every segment (rules, cluster, affinity); returns how many were enqueued."""
     ids = segments_rebuildable()
     for segment_id in ids:
         segment_rebuild_task.delay(segment_id)
+    return len(ids)
+
+
+# Nightly (campaigns/schedules.py, migration 0004) and on demand (admin, API). A run writes a
+# new version and brings the clustering's segments in step in one transaction; a repeated
+# run only costs time.
+@shared_task(expires=6 * 3600)
+def clustering_refresh_task(clustering_id: int) -> dict | None:
+    """Run one clustering and rebuild its segments; None when it was deleted meanwhile."""
+    try:
+        return clustering_refresh(clustering_id)
+    except NotFound:
+        logger.info("clustering %s was deleted before its run", clustering_id)
+        return None
+
+
+@shared_task(expires=6 * 3600)
+def clusterings_refresh_all() -> int:
+    """Enqueue a run of every enabled clustering; returns how many were enqueued."""
+    ids = clusterings_enabled()
+    for clustering_id in ids:
+        clustering_refresh_task.delay(clustering_id)
     return len(ids)

@@ -3,7 +3,7 @@ marketing's)."""
 
 from rest_framework.routers import SimpleRouter
 
-from campaigns.api import SegmentViewSet
+from campaigns.api import ClusteringViewSet, SegmentViewSet
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -14,5 +14,6 @@ class OptionalSlashRouter(SimpleRouter):
 
 router = OptionalSlashRouter()
 router.register("segments", SegmentViewSet, basename="segment")
+router.register("clusterings", ClusteringViewSet, basename="clustering")
 
 urlpatterns = router.urls

@@ -37,6 +37,7 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from marketing import csv_io
+from marketing.api_common import is_id
 from marketing.errors import BatchInvalid, DomainError, RowError
 from marketing.forms import ApiKeyAddForm, CsvConfirmForm, CsvImportForm, CustomerForm, SuppressionForm
 from marketing.ingest import customers_bulk_upsert, customers_validate
@@ -726,7 +727,7 @@ class CustomerFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         value = self.value()
-        if not value or not value.isdigit():
+        if not value or not is_id(value):
             return []
         customer = Customer.objects.filter(pk=value).first()
         return [(value, str(customer) if customer else f"#{value}")]
@@ -735,7 +736,7 @@ class CustomerFilter(admin.SimpleListFilter):
         value = self.value()
         if not value:
             return queryset
-        if not value.isdigit():
+        if not is_id(value):
             raise IncorrectLookupParameters(f"customer must be an id, not {value!r}")
         return queryset.filter(customer_id=int(value))
 
@@ -766,7 +767,7 @@ class TouchpointAdmin(HugeTableAdmin):
     def get_ordering(self, request):
         # For one customer the timeline index gives time order; across customers the
         # primary key (arrival order) is the only index that sorts the whole log.
-        if request.GET.get(CustomerFilter.parameter_name, "").isdigit():
+        if is_id(request.GET.get(CustomerFilter.parameter_name, "")):
             return ("-occurred_at", "-id")
         return ("-id",)
 

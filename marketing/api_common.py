@@ -8,7 +8,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from marketing.errors import BatchInvalid, DomainError
+from marketing.errors import BatchInvalid, DomainError, RowError
 
 
 class IdCursorPagination(CursorPagination):
@@ -60,3 +60,27 @@ def schema_paths_without_trailing_slash(result: dict, generator, request, public
         (path.rstrip("/") if path != "/" else path): item for path, item in result.get("paths", {}).items()
     }
     return result
+
+
+def is_id(value: str) -> bool:
+    """A whole number that fits a BigAutoField. (str.isdigit() alone also takes digits
+    such as "²", which int() refuses.)"""
+    return value.isascii() and value.isdigit() and int(value) < 2**63
+
+
+def query_flag(request, name: str) -> bool:
+    """A true/false query parameter (default false); anything else is a 400 naming it."""
+    value = request.query_params.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise BatchInvalid([RowError(row=None, field=name, message="must be true or false")])
+    return value in ("true", "1")
+
+
+def query_id(request, name: str) -> int | None:
+    """An optional id query parameter; not a whole number >= 1 is a 400 naming it."""
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    if not is_id(value) or int(value) < 1:
+        raise BatchInvalid([RowError(row=None, field=name, message="must be an id (a whole number >= 1)")])
+    return int(value)

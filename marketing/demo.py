@@ -1131,13 +1131,20 @@ def run_demo(
         )
         with transaction.atomic(), _roomy_sqlite_cache():
             _write_population(ctx, population, catalogue)
-            for step in registries.demo_steps():
-                bar.set_description(step.name)
-                step.run(ctx)
+            steps = registries.demo_steps()
+            for step in steps:
+                if step.order < registries.DEMO_AFTER_RFM:
+                    bar.set_description(step.name)
+                    step.run(ctx)
             # What the nightly task would do, done now (after the steps, which may add
-            # purchases) so the demo shows RFM scores from the start.
+            # purchases) so the demo shows RFM scores from the start; the steps that
+            # learn from the data (clusters, rules) come after it.
             bar.set_description("rfm")
             rfm_refresh(as_of=now.astimezone(ZoneInfo(settings.REPORTING_TIMEZONE)).date())
+            for step in steps:
+                if step.order >= registries.DEMO_AFTER_RFM:
+                    bar.set_description(step.name)
+                    step.run(ctx)
         bar.set_description("done")
     ctx.progress = None
     return ctx

@@ -42,9 +42,15 @@ def register_exporter(name: str, export: Callable[[int], Any]) -> None:
     _registry.exporters[name] = export
 
 
+# Demo steps of this order or above run after the RFM refresh (those that learn from the
+# data: clusters, rules); the others before it (those that add touchpoints).
+DEMO_AFTER_RFM = 1000
+
+
 def register_demo_step(name: str, run: Callable[[Any], None], order: int = 100) -> None:
     """`run(ctx)` adds the registering app's demo data; steps run by `order` (marketing's
-    own population first, at order 0)."""
+    own population first, at order 0; the RFM refresh between DEMO_AFTER_RFM - 1 and
+    DEMO_AFTER_RFM)."""
     _registry.demo_steps[name] = DemoStep(name=name, run=run, order=order)
 
 

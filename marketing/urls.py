@@ -11,5 +11,6 @@ urlpatterns = [
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/redoc/?$", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("api/v1/", include("marketing.api_urls")),
+    path("api/v1/", include("mlcore.urls")),
     path("api/v1/", include("campaigns.urls")),
 ]

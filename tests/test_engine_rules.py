@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlcore.engine.rules import (
+    TooManyItemsets,
     association_rules,
     baskets_to_matrix,
     frequent_itemsets,
@@ -237,6 +238,21 @@ class ShopBasketsTests(unittest.TestCase):
         self.assertEqual(len(rules), 0)
         self.assertIn("lift", rules.columns)
         self.assertEqual(likely_buyers({"c1": {"milk"}}, rules, "bread"), {})
+
+    def test_mining_stops_past_max_itemsets_and_rules_past_max_candidates(self):
+        # One 12-item basket at support 1: its 4,095 subsets are all frequent.
+        basket = [[f"i{n:02d}" for n in range(12)]]
+        self.assertEqual(len(frequent_itemsets(basket, 1.0, max_itemsets=4095)), 4095)
+        with self.assertRaisesRegex(TooManyItemsets, r"^more than 4094 frequent itemsets at min_support 1.0$"):
+            frequent_itemsets(basket, 1.0, max_itemsets=4094)
+        with self.assertRaisesRegex(TooManyItemsets, r"^more than 70 frequent itemsets"):
+            frequent_itemsets(basket, 1.0, max_itemsets=70)  # 12 items + 66 pairs: stops at the pairs
+        # Splits of every itemset of 2+ items: sum over k of C(12, k)(2^k - 2) = 3^12 - 2^13 + 1.
+        itemsets = frequent_itemsets(basket, 1.0)
+        candidates = 3**12 - 2**13 + 1
+        self.assertEqual(len(association_rules(itemsets, 0.5, max_candidates=candidates)), candidates)
+        with self.assertRaisesRegex(TooManyItemsets, f"^{candidates} candidate rules, more than {candidates - 1}$"):
+            association_rules(itemsets, 0.5, max_candidates=candidates - 1)
 
     def test_it_rejects_a_support_outside_0_to_1(self):
         for bad in (0, -0.1, 1.5):

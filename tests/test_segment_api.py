@@ -6,6 +6,7 @@ from __future__ import annotations
 from rest_framework.test import APIClient
 
 from campaigns.models import Segment
+from mlcore.models import Clustering
 from tests.api_helpers import ApiTestCase, make_customer
 
 DE = {"field": "country", "op": "eq", "value": "DE"}
@@ -16,6 +17,9 @@ class SegmentApiTests(ApiTestCase):
         super().setUp()
         self.alice = make_customer("alice", email="alice@example.com", country="DE", email_opt_in=True)
         self.bob = make_customer("bob", email="bob@example.com", country="FR")
+        self.rfm_segment_ids = list(Segment.objects.filter(name__startswith="RFM: ").values_list("pk", flat=True))
+        self.assertEqual(len(self.rfm_segment_ids), 10)
+        self.assertEqual(Segment.objects.count(), 10)
 
     def test_it_needs_a_key(self) -> None:
         self.assertIn(APIClient().get("/api/v1/segments").status_code, (401, 403))
@@ -30,7 +34,9 @@ class SegmentApiTests(ApiTestCase):
             {"name": "germans", "description": "", "kind": "rules", "definition": DE},
         )
         pk = body["id"]
-        self.assertEqual(self.api.get("/api/v1/segments/").json()["results"][0]["id"], pk)
+        # the list holds the ready-made RFM segments of migration 0004, then this one
+        listed = self.api.get("/api/v1/segments/").json()["results"]
+        self.assertEqual([row["id"] for row in listed], [*self.rfm_segment_ids, pk])
         self.assertEqual(self.api.get(f"/api/v1/segments/{pk}").json()["name"], "germans")
         self.assertEqual(self.api.get(f"/api/v1/segments/{pk}/").json()["name"], "germans")
 
@@ -43,7 +49,7 @@ class SegmentApiTests(ApiTestCase):
         self.assertEqual(Segment.objects.get(pk=pk).definition["value"], "FR")
 
         self.assertEqual(self.api.delete(f"/api/v1/segments/{pk}/").status_code, 204)
-        self.assertFalse(Segment.objects.exists())
+        self.assertEqual(list(Segment.objects.values_list("pk", flat=True)), self.rfm_segment_ids)
 
     def test_a_bad_tree_is_400_with_pointers_and_nothing_is_written(self) -> None:
         response = self.post_json(
@@ -60,7 +66,7 @@ class SegmentApiTests(ApiTestCase):
                 ],
             },
         )
-        self.assertFalse(Segment.objects.exists())
+        self.assertEqual(list(Segment.objects.values_list("pk", flat=True)), self.rfm_segment_ids)
 
     def test_an_update_that_makes_a_cycle_is_refused(self) -> None:
         a = Segment.objects.create(name="a", definition=DE)
@@ -75,17 +81,58 @@ class SegmentApiTests(ApiTestCase):
         # a segment another one refers to cannot be deleted
         self.assertEqual(self.api.delete(f"/api/v1/segments/{a.pk}").status_code, 409)
 
-    def test_only_rules_segments_yet_and_names_are_unique(self) -> None:
+    def test_names_are_unique(self) -> None:
         Segment.objects.create(name="germans", definition=DE)
         response = self.post_json("/api/v1/segments", {"name": "germans", "definition": DE})
         self.assertEqual(response.status_code, 400)
         self.assertEqual(response.json()["errors"], [{"row": None, "field": "name", "message": "is already taken"}])
+        self.assertEqual(Segment.objects.filter(name="germans").count(), 1)
+
+    def test_kinds_without_a_definition_language_are_refused(self) -> None:
+        response = self.post_json("/api/v1/segments", {"name": "k", "kind": "static", "definition": {}})
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(
+            response.json()["errors"],
+            [
+                {
+                    "path": "",
+                    "message": "static segments cannot be defined yet; only rules, cluster and affinity segments",
+                }
+            ],
+        )
+        self.assertFalse(Segment.objects.filter(name="k").exists())
+
+    def test_cluster_and_affinity_definitions_are_validated(self) -> None:
+        clustering = Clustering.objects.create(name="value")
         response = self.post_json("/api/v1/segments", {"name": "k", "kind": "cluster", "definition": {}})
         self.assertEqual(response.status_code, 400)
         self.assertEqual(
             response.json()["errors"],
-            [{"path": "", "message": "cluster segments cannot be defined yet; only rules segments"}],
+            [
+                {"path": "", "message": "clustering is required"},
+                {"path": "", "message": "cluster is required (null for nobody)"},
+            ],
         )
+        response = self.post_json(
+            "/api/v1/segments", {"name": "k", "kind": "affinity", "definition": {"sku": "", "min_lift": -1}}
+        )
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(
+            response.json()["errors"],
+            [
+                {"path": "/sku", "message": "must be a non-empty string (the product whose buyers to find)"},
+                {"path": "/min_lift", "message": "must be a number >= 0"},
+            ],
+        )
+        self.assertFalse(Segment.objects.filter(name="k").exists())
+
+        cluster = {"clustering": clustering.pk, "cluster": 0}
+        created = self.post_json("/api/v1/segments", {"name": "k", "kind": "cluster", "definition": cluster})
+        self.assertEqual(created.status_code, 201, created.json())
+        self.assertEqual((created.json()["kind"], created.json()["definition"]), ("cluster", cluster))
+        created = self.post_json("/api/v1/segments", {"name": "a", "kind": "affinity", "definition": {"sku": "A-1"}})
+        self.assertEqual(created.status_code, 201, created.json())
+        self.assertEqual((created.json()["kind"], created.json()["definition"]), ("affinity", {"sku": "A-1"}))
 
     def test_preview_counts_and_samples_without_saving(self) -> None:
         for path in ("/api/v1/segments/preview", "/api/v1/segments/preview/"):
@@ -95,7 +142,7 @@ class SegmentApiTests(ApiTestCase):
                 response.json(),
                 {"count": 1, "sample": [{"id": self.alice.pk, "external_id": "alice", "email": "alice@example.com"}]},
             )
-        self.assertFalse(Segment.objects.exists())
+        self.assertEqual(list(Segment.objects.values_list("pk", flat=True)), self.rfm_segment_ids)
 
     def test_preview_of_a_bad_tree_is_400(self) -> None:
         response = self.post_json("/api/v1/segments/preview", {"definition": {"any": [{"consent": "fax"}]}})

@@ -10,10 +10,13 @@ from django.db import connection
 from django.test import TestCase
 from django.test.utils import CaptureQueriesContext
 
-from campaigns.models import Segment
+from campaigns.models import Segment, SegmentMembership
+from campaigns.segments.rebuild import segment_rebuild
 from campaigns.segments.rules import RuleError, RuleInvalid, segment_customers, validate_definition
 from campaigns.segments.services import segment_explain, segment_preview
 from marketing.models import Customer, CustomerRFM, Product, Touchpoint
+from marketing.rfm import rfm_refresh
+from mlcore.models import Clustering
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -294,6 +297,35 @@ class RfmConsentSegmentTests(RuleSegmentTestCase):
         self.assertMembers({"segment": mailable.pk}, {"alice"})
         self.assertMembers({"not": {"segment": germans.pk}}, {"bob", "dave"})
 
+    def test_a_segment_of_another_kind_is_referenced_by_its_stored_memberships(self) -> None:
+        # No tree to inline: its members as of its last rebuild count, whatever its
+        # definition would select now (this clustering has no run, so it selects nobody).
+        listed = Segment.objects.create(name="listed", kind=Segment.Kind.STATIC, definition={})
+        clustering = Clustering.objects.create(name="c")
+        clustered = Segment.objects.create(
+            name="clustered", kind=Segment.Kind.CLUSTER, definition={"clustering": clustering.pk, "cluster": 0}
+        )
+        SegmentMembership.objects.bulk_create(
+            [
+                SegmentMembership(segment=listed, customer=self.bob, since=NOW),
+                SegmentMembership(segment=listed, customer=self.dave, since=NOW),
+                SegmentMembership(segment=listed, customer=self.erin, since=NOW),
+                SegmentMembership(segment=clustered, customer=self.carol, since=NOW),
+            ]
+        )
+        tree = {"any": [{"segment": listed.pk}, {"segment": clustered.pk}]}
+        self.assertEqual(validate_definition(tree), [])
+        self.assertMembers({"segment": listed.pk}, {"bob", "dave"})  # erin is erased
+        self.assertMembers({"segment": clustered.pk}, {"carol"})
+        self.assertMembers(tree, {"bob", "carol", "dave"})
+        self.assertMembers({"not": {"segment": listed.pk}}, {"alice", "carol"})
+        self.assertMembers({"all": [{"segment": listed.pk}, {"consent": "sms"}]}, {"bob"})
+        # a rules segment referring to one compiles too
+        mixed = Segment.objects.create(
+            name="mixed", definition={"all": [{"segment": listed.pk}, field("country", "eq", "US")]}
+        )
+        self.assertMembers({"segment": mixed.pk}, {"dave"})
+
     def test_segment_cycles_and_unknown_ids_are_refused(self) -> None:
         a = Segment.objects.create(name="a", definition=field("country", "eq", "DE"))
         b = Segment.objects.create(name="b", definition={"segment": a.pk})
@@ -340,7 +372,8 @@ class BadTreeTests(TestCase):
                 ("/all/3/event/within_days", "must be an integer from 1 to 36500"),
                 (
                     "/all/4",
-                    "unknown condition 'bogus'; expected one of: all, any, not, field, consent, event, rfm, segment",
+                    "unknown condition 'bogus'; expected one of: all, any, not, field, cluster, consent, event, "
+                    "likely_buyers, rfm, segment",
                 ),
                 ("/all/5/any", "must be a non-empty list of conditions"),
                 ("/all/6/rfm/r_score/gte", "a score is between 1 and 5"),
@@ -394,6 +427,7 @@ class OneQueryTests(RuleSegmentTestCase):
 
 class PreviewExplainTests(RuleSegmentTestCase):
     def test_preview_counts_and_samples(self) -> None:
+        segments_before = list(Segment.objects.values_list("pk", "name", "updated_at"))
         result = segment_preview({"not": field("country", "eq", "US")}, sample_size=2, now=NOW)
         self.assertEqual(
             result,
@@ -405,7 +439,9 @@ class PreviewExplainTests(RuleSegmentTestCase):
                 ],
             },
         )
-        self.assertFalse(Segment.objects.exists())
+        # nothing saved: only the ready-made RFM segments of migration 0004, untouched
+        self.assertEqual(list(Segment.objects.values_list("pk", "name", "updated_at")), segments_before)
+        self.assertEqual(len(segments_before), 10)
 
     def test_preview_refuses_a_bad_tree(self) -> None:
         with self.assertRaises(RuleInvalid) as caught:
@@ -456,3 +492,80 @@ class PreviewExplainTests(RuleSegmentTestCase):
     def test_explain_an_erased_customer(self) -> None:
         explained = segment_explain(field("country", "eq", "DE"), self.erin, now=NOW)
         self.assertEqual((explained["member"], explained["erased"]), (False, True))
+
+
+RFM_SEGMENTS = {
+    "RFM: Champions": ("champions", "Bought recently and often (R 5, F 4-5)."),
+    "RFM: Loyal": ("loyal", "Buy often; not the most recent (R 3-4, F 4-5)."),
+    "RFM: Potential loyalists": ("potential_loyalists", "Recent customers with a few orders (R 4-5, F 2-3)."),
+    "RFM: New": ("new", "First order very recently (R 5, F 1)."),
+    "RFM: Promising": ("promising", "Recent first-time buyers (R 4, F 1)."),
+    "RFM: Need attention": ("need_attention", "Middling recency, few orders (R 3, F 1-3)."),
+    "RFM: At risk": ("at_risk", "Used to buy often, not lately (R 1-2, F 3-4)."),
+    "RFM: Can't lose": ("cant_lose", "The most frequent buyers, gone quiet (R 1-2, F 5)."),
+    "RFM: Hibernating": ("hibernating", "Few orders, long ago (R 2, F 1-2)."),
+    "RFM: Lost": ("lost", "Few orders, longest ago (R 1, F 1-2)."),
+}
+
+
+class ReadyMadeRfmSegmentTests(TestCase):
+    """Migration 0004's segment per named RFM group. Ten buyers with distinct recencies
+    (100, 90, ... 10 days: R scores 1, 1, 2, 2, ... 5, 5) and order counts chosen so each
+    lands in its own group; F: the five one-order buyers share rank 1 (F 1), then 2 orders
+    rank 6 (F 3), 3 orders rank 7 (F 4), 4 orders rank 8 (F 4), 5 rank 9 (F 5), 6 rank 10 (F 5)."""
+
+    # name: (days since the last order, orders, expected group)
+    BUYERS = {
+        "b100": (100, 1, "lost"),
+        "b090": (90, 6, "cant_lose"),
+        "b080": (80, 1, "hibernating"),
+        "b070": (70, 3, "at_risk"),
+        "b060": (60, 1, "need_attention"),
+        "b050": (50, 4, "loyal"),
+        "b040": (40, 1, "promising"),
+        "b030": (30, 2, "potential_loyalists"),
+        "b020": (20, 1, "new"),
+        "b010": (10, 5, "champions"),
+    }
+
+    def test_the_migration_creates_one_rules_segment_per_group(self) -> None:
+        self.assertEqual(
+            {s.name: (s.kind, s.definition, s.description) for s in Segment.objects.all()},
+            {
+                name: (Segment.Kind.RULES, {"rfm": {"group": group}}, description)
+                for name, (group, description) in RFM_SEGMENTS.items()
+            },
+        )
+
+    def test_each_segment_selects_its_group_after_an_rfm_refresh(self) -> None:
+        for external_id, (recency, orders, _group) in self.BUYERS.items():
+            customer = Customer.objects.create(external_id=external_id)
+            for n in range(orders):
+                # the last order `recency` days ago, earlier ones a day apart before it
+                tp(
+                    customer,
+                    f"{external_id}-{n}",
+                    "purchase",
+                    days_ago(recency + n),
+                    order_id=f"{external_id}-{n}",
+                    sku="A-1",
+                    revenue=Decimal(10),
+                )
+        Customer.objects.create(external_id="browser")  # no purchase: no group
+        self.assertEqual(rfm_refresh(NOW.date()), 11)
+
+        members = {}
+        for segment in Segment.objects.order_by("name"):
+            result = segment_rebuild(segment.pk, now=NOW)
+            self.assertEqual((result.entered, result.exited), (result.members, 0), segment.name)
+            members[segment.name] = set(
+                SegmentMembership.objects.filter(segment=segment).values_list("customer__external_id", flat=True)
+            )
+        self.assertEqual(
+            members,
+            {
+                name: {external_id for external_id, (*_, expected) in self.BUYERS.items() if expected == group}
+                for name, (group, _description) in RFM_SEGMENTS.items()
+            },
+        )
+        self.assertTrue(all(len(found) == 1 for found in members.values()))

@@ -14,10 +14,10 @@ One rebuild, in one transaction:
 5. `INSERT INTO membership SELECT … FROM this rebuild's 'entered' rows`
 6. count the memberships and record count, time and duration on the segment.
 
-`target` is the compiled rule query (campaigns.segments.rules) embedded as a subquery; it
-runs twice (steps 2 and 3). "This rebuild's rows" are the segment's change rows with an
-id above the largest one before step 2: under the row lock no other rebuild of the
-segment can add any.
+`target` is the segment's query (a compiled rule tree, or a cluster's or an affinity's
+selection), run once into a temporary table that steps 2 and 3 read. "This rebuild's
+rows" are the segment's change rows with an id above the largest one before step 2:
+under the row lock no other rebuild of the segment can add any.
 """
 
 from __future__ import annotations
@@ -31,10 +31,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from campaigns.models import Segment, SegmentChange, SegmentMembership
-from campaigns.segments.rules import RuleError, RuleInvalid, segment_customers
+from campaigns.segments.rules import RuleError, RuleInvalid
+from campaigns.segments.services import IMPLEMENTED_KINDS, segment_definition_check, segment_target
 from marketing.errors import NotFound
 
-REBUILDABLE_KINDS = frozenset({Segment.Kind.RULES})
+REBUILDABLE_KINDS = IMPLEMENTED_KINDS
+# The session's temporary table holding one rebuild's target customer ids.
+TARGET_TABLE = "segment_rebuild_target"
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class RebuildResult:
 def segment_rebuild_check(segment: Segment) -> None:
     """Raise RuleInvalid when `segment` is of a kind that cannot be rebuilt yet."""
     if segment.kind not in REBUILDABLE_KINDS:
-        raise RuleInvalid([RuleError("", f"{segment.kind} segments cannot be rebuilt yet; only rules segments")])
+        raise RuleInvalid([RuleError("", f"{segment.kind} segments cannot be rebuilt yet")])
+    segment_definition_check(segment.kind, segment.definition, segment_id=segment.pk)
 
 
 def segment_rebuild(segment_id: int, now: datetime | None = None) -> RebuildResult:
@@ -66,7 +70,7 @@ def segment_rebuild(segment_id: int, now: datetime | None = None) -> RebuildResu
         started = time.monotonic()
         now = now or timezone.now()
         target_sql, target_params = (
-            segment_customers(segment.definition, now=now, segment_id=segment.pk)
+            segment_target(segment.kind, segment.definition, now=now, segment_id=segment.pk)
             .order_by()
             .values("id")
             .query.sql_with_params()
@@ -78,24 +82,27 @@ def segment_rebuild(segment_id: int, now: datetime | None = None) -> RebuildResu
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {change_table} WHERE segment_id = %s", [segment.pk])
             (last_change_id,) = cursor.fetchone()
+            # The target, computed once for both differences.
+            cursor.execute(f"DROP TABLE IF EXISTS {TARGET_TABLE}")
+            cursor.execute(f"CREATE TEMPORARY TABLE {TARGET_TABLE} AS {target_sql}", target_params)
 
             # Ordered by customer, so change ids follow customer ids within a rebuild.
             cursor.execute(
                 f"INSERT INTO {change_table} (segment_id, customer_id, change, at) "
                 f"SELECT %s, d.customer_id, %s, %s FROM ("
                 f"SELECT customer_id FROM {member_table} WHERE segment_id = %s "
-                f"EXCEPT SELECT t.id FROM ({target_sql}) t"
+                f"EXCEPT SELECT t.id FROM {TARGET_TABLE} t"
                 f") d ORDER BY d.customer_id",
-                [segment.pk, exited, at, segment.pk, *target_params],
+                [segment.pk, exited, at, segment.pk],
             )
             exited_count = cursor.rowcount
             cursor.execute(
                 f"INSERT INTO {change_table} (segment_id, customer_id, change, at) "
                 f"SELECT %s, d.id, %s, %s FROM ("
-                f"SELECT t.id FROM ({target_sql}) t "
+                f"SELECT t.id FROM {TARGET_TABLE} t "
                 f"EXCEPT SELECT customer_id FROM {member_table} WHERE segment_id = %s"
                 f") d ORDER BY d.id",
-                [segment.pk, entered, at, *target_params, segment.pk],
+                [segment.pk, entered, at, segment.pk],
             )
             entered_count = cursor.rowcount
 
@@ -113,6 +120,7 @@ def segment_rebuild(segment_id: int, now: datetime | None = None) -> RebuildResu
                 )
             cursor.execute(f"SELECT COUNT(*) FROM {member_table} WHERE segment_id = %s", [segment.pk])
             (members,) = cursor.fetchone()
+            cursor.execute(f"DROP TABLE {TARGET_TABLE}")
 
         duration_ms = round((time.monotonic() - started) * 1000)
         Segment.objects.filter(pk=segment.pk).update(

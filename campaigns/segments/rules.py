@@ -37,7 +37,9 @@ The tree
   "group": "champions"}}` over CustomerRFM; customers without a row or with null values
   do not match.
 - `{"consent": "email"|"sms"|"push"}`: opted in to that channel and not unsubscribed.
-- `{"segment": id}`: member of another rules segment, compiled inline (cycles refused).
+- `{"segment": id}`: member of another segment. A rules segment's tree is compiled inline
+  (cycles refused); any other kind (cluster, affinity…) counts its stored memberships as of
+  its last rebuild.
 - More leaves (cluster, scores) register themselves with `register_leaf`.
 
 Erased (GDPR) customers never match any segment.
@@ -67,7 +69,7 @@ from django.db.models.lookups import (
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from campaigns.models import Segment
+from campaigns.models import Segment, SegmentMembership
 from marketing.errors import DomainError
 from marketing.models import ORDER_KINDS, Customer, CustomerRFM, Product, Touchpoint
 from marketing.rfm import RFM_GROUPS
@@ -442,7 +444,7 @@ def _validate_segment(body: Any, path: str, ctx: Context) -> list[RuleError]:
         return [RuleError(path, f"unknown segment {body}")]
     kind, definition = loaded
     if kind != "rules":
-        return [RuleError(path, f"segment {body} is a {kind} segment; only rules segments can be referenced yet")]
+        return []  # its stored memberships (as of its last rebuild): no tree, no cycle
     inner = Context(now=ctx.now, segment_chain=(*ctx.segment_chain, body), segments=ctx.segments)
     problems = _validate_node(definition, "", inner, 0)
     if not problems:
@@ -738,7 +740,9 @@ def _compile_consent(body: str, ctx: Context) -> Q:
 
 
 def _compile_segment(body: int, ctx: Context) -> Q:
-    _kind, definition = ctx.load_segment(body)
+    kind, definition = ctx.load_segment(body)
+    if kind != Segment.Kind.RULES:
+        return Q(pk__in=SegmentMembership.objects.filter(segment_id=body).values("customer_id"))
     inner = Context(now=ctx.now, segment_chain=(*ctx.segment_chain, body), segments=ctx.segments)
     return compile_node(definition, inner)
 
@@ -862,7 +866,13 @@ register_leaf(
     "segment",
     _validate_segment,
     _compile_segment,
-    {"type": "integer", "description": "Member of another rules segment (compiled inline; cycles refused)."},
+    {
+        "type": "integer",
+        "description": (
+            "Member of another segment: a rules segment's tree is compiled inline (cycles refused); other kinds "
+            "count their memberships as of their last rebuild."
+        ),
+    },
 )
 
 # The published constant (the leaves registered above; later leaves appear in the API

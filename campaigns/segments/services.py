@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from campaigns.models import Segment
+from campaigns.segments.ml import affinity_definition_errors, affinity_q, cluster_definition_errors, cluster_q
 from campaigns.segments.rules import (
     Context,
     RuleError,
@@ -21,16 +22,31 @@ from campaigns.segments.rules import (
 from marketing.errors import Conflict
 from marketing.models import Customer
 
-IMPLEMENTED_KINDS = frozenset({Segment.Kind.RULES})
+IMPLEMENTED_KINDS = frozenset({Segment.Kind.RULES, Segment.Kind.CLUSTER, Segment.Kind.AFFINITY})
 
 
 def segment_definition_check(kind: str, definition: Any, segment_id: int | None = None) -> None:
     """Raise RuleInvalid with every problem of a definition of `kind`."""
-    if kind not in IMPLEMENTED_KINDS:
-        raise RuleInvalid([RuleError("", f"{kind} segments cannot be defined yet; only rules segments")])
-    errors = validate_definition(definition, segment_id=segment_id)
+    if kind == Segment.Kind.RULES:
+        errors = validate_definition(definition, segment_id=segment_id)
+    elif kind == Segment.Kind.CLUSTER:
+        errors = cluster_definition_errors(definition)
+    elif kind == Segment.Kind.AFFINITY:
+        errors = affinity_definition_errors(definition)
+    else:
+        errors = [RuleError("", f"{kind} segments cannot be defined yet; only rules, cluster and affinity segments")]
     if errors:
         raise RuleInvalid(errors)
+
+
+def segment_target(kind: str, definition: Any, *, now: datetime | None = None, segment_id: int | None = None):
+    """The customers (a QuerySet) a valid definition of `kind` selects now, erased ones left out."""
+    if kind == Segment.Kind.RULES:
+        return segment_customers(definition, now=now, segment_id=segment_id)
+    alive = Customer.objects.filter(erased_at__isnull=True)
+    if kind == Segment.Kind.CLUSTER:
+        return alive.filter(cluster_q(definition))
+    return alive.filter(affinity_q(definition, now))
 
 
 @transaction.atomic
@@ -82,14 +98,16 @@ def segment_preview(
     """How many customers a definition selects now and a sample of them (lowest ids),
     without saving anything."""
     segment_definition_check(kind, definition)
-    customers = segment_customers(definition, now=now)
+    customers = segment_target(kind, definition, now=now)
     sample = list(customers.order_by("id").values("id", "external_id", "email")[:sample_size])
     return {"count": customers.count(), "sample": sample}
 
 
 def segment_explain(definition: Any, customer: Customer, *, now: datetime | None = None) -> dict:
     """Why `customer` is (or is not) selected by a definition: every node of the tree with
-    its result for this customer. One small query per node: it is one customer."""
+    its result for this customer, referenced rules segments expanded (their nodes' paths
+    continue below the `segment` node's path). One small query per node: it is one
+    customer."""
     segment_definition_check(Segment.Kind.RULES, definition)
     ctx = Context(now=now or timezone.now())
     one = Customer.objects.filter(pk=customer.pk)
@@ -104,6 +122,13 @@ def segment_explain(definition: Any, customer: Customer, *, now: datetime | None
             out["children"] = [explain(child, f"{path}/{key}/{i}") for i, child in enumerate(node[key])]
         elif "not" in node:
             out["children"] = [explain(node["not"], f"{path}/not")]
+        elif "segment" in node:
+            # A referenced rules segment is explained through its own tree, whose paths
+            # continue below this node's: /all/0/segment + the pointer in that tree.
+            kind, definition = ctx.load_segment(node["segment"])
+            out["segment"] = {"id": node["segment"], "kind": kind}
+            if kind == Segment.Kind.RULES:
+                out["children"] = [explain(definition, f"{path}/segment")]
         return out
 
     tree = explain(definition, "")

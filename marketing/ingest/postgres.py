@@ -7,6 +7,7 @@ from datetime import datetime
 
 from django.db import connection
 
+from marketing.bulk import copy_rows
 from marketing.ingest.validate import CONSENT_CHANNELS, CUSTOMER_TEXT_KEYS, TOUCHPOINT_COLUMNS, CustomerRow
 
 # Temporary tables live as long as the (persistent) connection; ON COMMIT DELETE ROWS
@@ -51,13 +52,6 @@ PLAIN_TEXT = CUSTOMER_TEXT_KEYS
 CONSENTS = CONSENT_CHANNELS
 
 
-def _copy(cursor, table: str, columns: tuple[str, ...], rows) -> None:
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        write = copy.write_row
-        for row in rows:
-            write(row)
-
-
 def stub_columns_sql() -> tuple[str, str]:
     """Columns and values for a stub customer: no consent, nothing but the external id.
     Raw inserts must name every NOT NULL column (Django defaults live in Python)."""
@@ -77,7 +71,7 @@ def touchpoints_write(rows: list[tuple]) -> tuple[int, int]:
         # Empty at the start of a transaction; not when several batches share one (the
         # admin's CSV import does), so clear what an earlier batch left.
         cursor.execute("DELETE FROM ingest_touchpoint_stage")
-        _copy(cursor, "ingest_touchpoint_stage", TOUCHPOINT_COLUMNS, rows)
+        copy_rows(cursor, "ingest_touchpoint_stage", TOUCHPOINT_COLUMNS, rows)
         columns, values = stub_columns_sql()
         # One statement resolves every customer once: existing ones by a single probe of
         # the external_id index, unknown ones inserted as stubs (DO UPDATE, a no-op that
@@ -159,7 +153,7 @@ def customers_write(rows: list[CustomerRow], *, source: str, now: datetime) -> t
         cursor = django_cursor.cursor
         cursor.execute(CUSTOMER_STAGE)
         cursor.execute("DELETE FROM ingest_customer_stage")  # see touchpoints_write
-        _copy(cursor, "ingest_customer_stage", CUSTOMER_STAGE_COLUMNS, _customer_stage_rows(rows))
+        copy_rows(cursor, "ingest_customer_stage", CUSTOMER_STAGE_COLUMNS, _customer_stage_rows(rows))
 
         consent_insert = ", ".join(
             f"coalesce(s.{c}_opt_in, false), CASE WHEN s.{c}_opt_in IS NOT NULL THEN %(now)s END, "

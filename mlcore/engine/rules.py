@@ -131,19 +131,26 @@ def _packed_bits(columns: sparse.csc_matrix) -> np.ndarray:
     return bits
 
 
+class TooManyItemsets(ValueError):
+    """Mining stopped: more frequent itemsets than the caller allowed (min_support too low
+    for the data: with few baskets a single basket is "frequent", and its 2^n subsets too)."""
+
+
 def frequent_itemsets(
     data,
     min_support: float,
     max_len: int | None = None,
     *,
     labels: Sequence | None = None,
+    max_itemsets: int | None = None,
 ) -> pd.DataFrame:
     """Itemsets in at least `min_support` of the baskets, as a DataFrame with columns
     `support` (float, count / number of baskets) and `itemsets` (frozenset of item labels).
 
     `data` is a list of baskets, a `(matrix, labels)` pair from `baskets_to_matrix`, a one-hot
     DataFrame as mlxtend takes, or a bool matrix (pass `labels`). `max_len` caps the itemset
-    size. Rows are ordered by size, then support descending, then sorted item labels."""
+    size. Rows are ordered by size, then support descending, then sorted item labels.
+    `max_itemsets` stops the mining with TooManyItemsets once more are found."""
     if not 0.0 < min_support <= 1.0:
         raise ValueError(f"min_support must be in (0, 1], got {min_support}")
     if max_len is not None and max_len < 1:
@@ -171,6 +178,9 @@ def frequent_itemsets(
             pair_counts.indices[pair_counts.indptr[i] : pair_counts.indptr[i + 1]] for i in range(len(frequent))
         ]
         rows, cols = pair_counts.nonzero()
+        limit = math.inf if max_itemsets is None else max_itemsets
+        if len(frequent) + len(rows) > limit:
+            raise TooManyItemsets(f"more than {max_itemsets} frequent itemsets at min_support {min_support}")
         found_sets.extend(zip(frequent[rows].tolist(), frequent[cols].tolist(), strict=True))
         found_counts.append(np.asarray(pair_counts[rows, cols]).ravel())
 
@@ -182,6 +192,10 @@ def frequent_itemsets(
             for i, js in enumerate(partners):
                 if len(js) >= 2:
                     _extend((i,), js, bits[i] & bits[js], partner_sets, min_count, max_len, sets_out, counts_out)
+                    if len(found_sets) + len(sets_out) > limit:
+                        raise TooManyItemsets(
+                            f"more than {max_itemsets} frequent itemsets at min_support {min_support}"
+                        )
             found_sets.extend(tuple(int(frequent[k]) for k in s) for s in sets_out)
             found_counts.append(np.asarray(counts_out, dtype=np.int64))
 
@@ -226,7 +240,9 @@ def _sorted_items(items: Iterable) -> tuple:
     return tuple(_item_key(item) for item in sorted(items, key=_item_key))
 
 
-def association_rules(itemsets: pd.DataFrame, min_confidence: float, min_lift: float = 1.0) -> pd.DataFrame:
+def association_rules(
+    itemsets: pd.DataFrame, min_confidence: float, min_lift: float = 1.0, *, max_candidates: int | None = None
+) -> pd.DataFrame:
     """Rules A → C from every split of every frequent itemset of two or more items, kept when
     confidence >= min_confidence and lift >= min_lift.
 
@@ -235,10 +251,15 @@ def association_rules(itemsets: pd.DataFrame, min_confidence: float, min_lift: f
     support(C)) / (1 - confidence), infinite when confidence is 1. `itemsets` is the output of
     `frequent_itemsets` (or of mlxtend's fpgrowth with column names). Sorted by lift
     descending, then confidence descending, then the sorted antecedent and consequent items,
-    so the order is the same on every run (lift and confidence compared to 12 decimals)."""
+    so the order is the same on every run (lift and confidence compared to 12 decimals).
+    `max_candidates` refuses (TooManyItemsets) itemsets with more splits than that in all."""
     support_of: dict[frozenset, float] = dict(
         zip((frozenset(s) for s in itemsets["itemsets"]), itemsets["support"].astype(float), strict=True)
     )
+    if max_candidates is not None:
+        candidates = sum(2 ** len(itemset) - 2 for itemset in support_of if len(itemset) >= 2)
+        if candidates > max_candidates:
+            raise TooManyItemsets(f"{candidates} candidate rules, more than {max_candidates}")
     antecedents: list[frozenset] = []
     consequents: list[frozenset] = []
     s_ac: list[float] = []
