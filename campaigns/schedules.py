@@ -1,4 +1,4 @@
-"""Beat schedules of the campaigns layer, created once by migrations 0003 and 0004 (see
+"""Beat schedules of the campaigns layer, created once by migrations 0003, 0004 and 0006 (see
 marketing/schedules.py for why schedules are data, editable in the admin)."""
 
 from __future__ import annotations
@@ -7,6 +7,13 @@ SCHEDULES = {
     # name: (task, every seconds). Rebuilds are incremental diffs, so a quarter-hour
     # keeps triggered campaigns fresh without re-reading the touchpoint log constantly.
     "segments-rebuild-all": ("campaigns.tasks.segment_rebuild_all", 15 * 60),
+}
+
+# Delivery (migration 0006): the sweeper that keeps sending going whatever happens to the
+# broker's queue, and the firing of recurring and triggered campaigns.
+DELIVERY_SCHEDULES = {
+    "delivery-sweep": ("campaigns.tasks.delivery_sweep", 10),
+    "campaigns-fire-due": ("campaigns.tasks.campaigns_fire_due", 60),
 }
 
 CRONTAB_SCHEDULES = {

@@ -65,3 +65,47 @@ def clusterings_refresh_all() -> int:
     for clustering_id in ids:
         clustering_refresh_task.delay(clustering_id)
     return len(ids)
+
+
+# --- delivery (campaigns.delivery; issue 4) -------------------------------------------------
+# Correctness never rests on these tasks being delivered: the outbox rows are the truth, and
+# the sweeper (every 10 s) re-enqueues whatever is due. A lost or duplicated task costs only
+# latency or an empty claim.
+
+
+@shared_task(expires=3600)
+def campaign_launch_task(campaign_id: int) -> dict:
+    """Launch a campaign's run (idempotent per run key); returns the run's counts."""
+    from campaigns.delivery.control import campaign_launch
+
+    run = campaign_launch(campaign_id)
+    return {"campaign_id": campaign_id, "run_id": run.pk, **run.counts}
+
+
+# Every minute: recurring campaigns' cron firings, scheduled one-offs that are due, and the
+# triggered campaigns' new segment entries and touchpoints (each from its checkpoint).
+@shared_task(expires=60)
+def campaigns_fire_due() -> int:
+    """Returns how many runs were started."""
+    from campaigns.delivery.triggers import campaigns_fire_due as fire
+
+    return fire()
+
+
+# On the `send` queue (settings.CELERY_TASK_ROUTES "campaigns.tasks.send_*"). Coarse: one
+# task claims up to a batch of due messages of a channel and sends them one by one.
+@shared_task(expires=600, acks_late=False)
+def send_due(channel_id: int | None = None) -> dict:
+    """Send one batch of due messages (of one channel, or any); returns counts by outcome."""
+    from campaigns.delivery.send import send_due as send
+
+    return send(channel_id)
+
+
+# Every 10 s: reconcile `sending` messages whose lease expired, and enqueue send_due tasks
+# for the channels with due messages.
+@shared_task(expires=30)
+def delivery_sweep() -> dict:
+    from campaigns.delivery.sweeper import sweep
+
+    return sweep()

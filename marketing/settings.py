@@ -12,6 +12,7 @@ that need them are skipped and the runner says which and why).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -265,6 +266,29 @@ CELERY_TASK_ROUTES = {
 # Periodic tasks live in django-celery-beat's tables, created by data migrations from
 # marketing/schedules.py (and the like in higher apps), so admin edits survive restarts.
 CELERY_BEAT_SCHEDULE: dict = {}
+
+# --- delivery (campaigns.delivery) -------------------------------------------------------
+# The public address of this installation: tracking links, the open pixel and unsubscribe
+# URLs in messages point here.
+PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Email: Django's backends. Embedded default: messages written as files to var/sent-mail
+# (open them to see what the demo sent); set EMAIL_HOST for SMTP, or EMAIL_BACKEND to any
+# backend (e.g. anymail.backends.mailgun.EmailBackend with its ANYMAIL settings).
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.filebased.EmailBackend",
+)
+EMAIL_FILE_PATH = str(VAR_DIR / "sent-mail")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "marketing@localhost")
+# django-anymail's settings from ANYMAIL_<NAME> variables, e.g. ANYMAIL_MAILGUN_API_KEY.
+ANYMAIL = {name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")}
 
 LOGGING = {
     "version": 1,
