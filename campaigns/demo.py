@@ -26,7 +26,7 @@ def demo_segments(ctx) -> None:
         name=DEMO_CLUSTERING,
         defaults={"description": "RFM, tenure and email engagement; k chosen by silhouette."},
     )
-    clusters = clustering_refresh(clustering.pk)
+    clusters = clustering_refresh(clustering.pk, now=ctx.now)
 
     # A demo of a few hundred orders would find "frequent" itemsets in single baskets: ask
     # for at least 5 baskets.

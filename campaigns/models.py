@@ -53,7 +53,11 @@ class SegmentMembership(models.Model):
     the definition, so deleting the segment deletes its memberships."""
 
     id = models.BigAutoField(primary_key=True)
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships", db_index=False)
+    # No database constraints (CASCADE is Django's): a first build inserts a row per member,
+    # and deferred FK checks cost a quarter of it at commit (bench/segments.py).
+    segment = models.ForeignKey(
+        Segment, on_delete=models.CASCADE, related_name="memberships", db_index=False, db_constraint=False
+    )
     # No database constraint, as Touchpoint.customer: customers are never deleted (GDPR
     # erase anonymises in place), and a rebuild inserts hundreds of thousands of rows at
     # once, where a per-row FK check only costs.
@@ -82,7 +86,9 @@ class SegmentChange(models.Model):
         EXITED = "exited", "Exited"
 
     id = models.BigAutoField(primary_key=True)
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="changes", db_index=False)
+    segment = models.ForeignKey(
+        Segment, on_delete=models.CASCADE, related_name="changes", db_index=False, db_constraint=False
+    )
     customer = models.ForeignKey(
         Customer, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
     )

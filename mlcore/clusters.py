@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from marketing.bulk import insert_rows
@@ -70,6 +70,11 @@ def clustering_run(
                 ("model_version_id", "customer_id", "cluster"),
                 zip([version.pk] * len(frame), frame.index.tolist(), result.labels.tolist(), strict=True),
             )
+            if connection.vendor == "postgresql":
+                # Statistics that know this version's rows (visible to this transaction), so
+                # the segments' sync and rebuilds that follow plan hash joins, not loops.
+                with connection.cursor() as cursor:
+                    cursor.execute(f"ANALYZE {connection.ops.quote_name(CustomerCluster._meta.db_table)}")
             registry.promote(version)
             # Only the champion's assignments are kept: segments hold who was in each cluster.
             CustomerCluster.objects.filter(

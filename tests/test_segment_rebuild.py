@@ -152,11 +152,12 @@ class SegmentRebuildTests(TestCase):
             result = segment_rebuild(self.segment.pk, now=T3)
         self.assertEqual((result.entered, result.exited), (20, 1))
         self.assertEqual(len(small.captured_queries), len(large.captured_queries))
-        # SAVEPOINT; SELECT … FOR UPDATE the segment; SELECT MAX(change id); DROP TABLE IF EXISTS
-        # and CREATE TEMPORARY TABLE the target; INSERT exited; INSERT entered; DELETE exited
-        # memberships; INSERT entered memberships; SELECT COUNT(*); DROP TABLE the target;
-        # UPDATE the segment; RELEASE SAVEPOINT.
-        self.assertEqual(len(large.captured_queries), 13, [q["sql"] for q in large.captured_queries])
+        # SAVEPOINT; SELECT … FOR UPDATE the segment; SELECT MAX(change id); DROP TABLE IF EXISTS,
+        # CREATE TEMPORARY TABLE and INSERT INTO the target (+ ANALYZE it on PostgreSQL);
+        # INSERT exited; INSERT entered; DELETE exited memberships; INSERT entered memberships;
+        # SELECT COUNT(*); DROP TABLE the target; UPDATE the segment; RELEASE SAVEPOINT.
+        expected = 15 if connection.vendor == "postgresql" else 14
+        self.assertEqual(len(large.captured_queries), expected, [q["sql"] for q in large.captured_queries])
 
     def test_an_unknown_segment_or_a_broken_definition_writes_nothing(self) -> None:
         with self.assertRaises(NotFound):

@@ -5,6 +5,7 @@ depend on a clustering; deleting one only when none does."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -17,14 +18,16 @@ from mlcore.clusters import clustering_run
 from mlcore.models import Clustering, ModelVersion
 
 
-def clustering_refresh(clustering_id: int) -> dict:
+def clustering_refresh(clustering_id: int, *, now: datetime | None = None) -> dict:
     """Run a clustering, sync its segments and rebuild them; returns what happened, with
     the seconds each stage took."""
     started = time.monotonic()
     synced: list[int] = []
-    version, timings = clustering_run(clustering_id, on_stored=lambda v: synced.extend(cluster_segments_sync(v)))
+    version, timings = clustering_run(
+        clustering_id, now=now, on_stored=lambda v: synced.extend(cluster_segments_sync(v))
+    )
     t = time.monotonic()
-    results = [segment_rebuild(segment_id) for segment_id in synced]
+    results = [segment_rebuild(segment_id, now=now) for segment_id in synced]
     timings["segments_s"] = time.monotonic() - t
     timings["total_s"] = time.monotonic() - started
     names = dict(Segment.objects.filter(pk__in=synced).values_list("pk", "name"))
