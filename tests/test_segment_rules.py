@@ -489,6 +489,47 @@ class PreviewExplainTests(RuleSegmentTestCase):
         )
         self.assertTrue(explained["tree"]["children"][1]["children"][0]["result"])  # she did buy
 
+    def test_explain_expands_a_referenced_rules_segment_and_reads_other_kinds_members(self) -> None:
+        germans = Segment.objects.create(name="germans", definition=field("country", "eq", "DE"))
+        listed = Segment.objects.create(name="listed", kind=Segment.Kind.STATIC, definition={})
+        SegmentMembership.objects.create(segment=listed, customer=self.carol, since=NOW)
+        tree = {"all": [{"segment": germans.pk}, {"segment": listed.pk}]}
+        explained = segment_explain(tree, self.carol, now=NOW)
+        self.assertTrue(explained["member"])
+        referenced, static = explained["tree"]["children"]
+        self.assertEqual(
+            referenced,
+            {
+                "node": {"segment": germans.pk},
+                "path": "/all/0",
+                "result": True,
+                "segment": {"id": germans.pk, "kind": "rules"},
+                "children": [
+                    {
+                        "node": germans.definition,
+                        "path": "/all/0/segment",
+                        "result": True,
+                        "children": [],
+                        "actual": "DE",
+                    }
+                ],
+            },
+        )
+        self.assertEqual(
+            static,
+            {
+                "node": {"segment": listed.pk},
+                "path": "/all/1",
+                "result": True,
+                "segment": {"id": listed.pk, "kind": "static"},
+                "children": [],
+            },
+        )
+        alice = segment_explain(tree, self.alice, now=NOW)  # a German, but not on the list
+        self.assertEqual(
+            (alice["member"], [child["result"] for child in alice["tree"]["children"]]), (False, [True, False])
+        )
+
     def test_explain_an_erased_customer(self) -> None:
         explained = segment_explain(field("country", "eq", "DE"), self.erin, now=NOW)
         self.assertEqual((explained["member"], explained["erased"]), (False, True))
