@@ -342,6 +342,8 @@ class Message(models.Model):
             models.Index(fields=["campaign", "status"], name="message_campaign_status"),
             # Frequency caps: a customer's recent sends across campaigns.
             models.Index(fields=["customer", "sent_at"], name="message_customer_sent"),
+            # Provider webhooks and status answers name the provider's id.
+            models.Index(fields=["channel", "provider_id"], name="message_provider_id", condition=~Q(provider_id="")),
         ]
 
     def __str__(self) -> str:

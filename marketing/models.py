@@ -82,6 +82,8 @@ class Customer(models.Model):
         indexes = [
             models.Index(Upper("email"), name="customer_email_upper"),
             models.Index(fields=["country"], name="customer_country"),
+            # Inbound SMS (STOP) and suppression checks look customers up by number.
+            models.Index(fields=["phone"], name="customer_phone", condition=~Q(phone="")),
             models.Index(fields=["last_seen_at"], name="customer_last_seen"),
         ]
         constraints = [
