@@ -6,10 +6,13 @@ class CampaignsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        import campaigns.delivery.holdout  # registers holdout_bucket() on SQLite connections
         import campaigns.segments.ml  # noqa: F401  (registers the cluster and likely_buyers leaves)
+        from campaigns.delivery.control import delivery_erase
         from campaigns.demo import demo_segments
         from campaigns.segments.rebuild import segment_memberships_erase
         from marketing.registries import DEMO_AFTER_RFM, register_demo_step, register_eraser
 
         register_eraser("campaigns.segment_memberships", segment_memberships_erase)
+        register_eraser("campaigns.delivery", delivery_erase)
         register_demo_step("segments", demo_segments, order=DEMO_AFTER_RFM)

@@ -169,10 +169,6 @@ def _new_salt() -> str:
     return secrets.token_hex(8)
 
 
-def _new_salt() -> str:
-    return secrets.token_hex(8)
-
-
 class Campaign(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
@@ -301,18 +297,31 @@ class Message(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     id = models.BigAutoField(primary_key=True)
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="messages", db_index=False)
-    run = models.ForeignKey(CampaignRun, on_delete=models.CASCADE, related_name="messages", db_index=False)
+    # No database constraints on the message's references (Django enforces CASCADE and
+    # PROTECT): a launch writes a row per customer, and the deferred FK checks were half of
+    # a 1M-customer launch at commit.
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="messages", db_index=False, db_constraint=False
+    )
+    run = models.ForeignKey(
+        CampaignRun, on_delete=models.CASCADE, related_name="messages", db_index=False, db_constraint=False
+    )
     customer = models.ForeignKey(
         Customer, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
     )
     # No indexes of their own: messages are read by campaign, status and customer, and
     # every index costs on the million-row writes of a launch.
     channel = models.ForeignKey(
-        Channel, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+        Channel, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
     )
     creative = models.ForeignKey(
-        Creative, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+        Creative,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     not_before = models.DateTimeField(db_default=Now(), help_text="Not sent before (quiet hours, retry backoff).")

@@ -5,6 +5,7 @@ OpenAPI schema is each kind's shape (the rule tree, a cluster, an affinity)."""
 from __future__ import annotations
 
 import copy
+from decimal import Decimal
 
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import ResolvedComponent
@@ -12,10 +13,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
-from campaigns.models import Segment, SegmentChange
+from campaigns.delivery.control import campaign_progress
+from campaigns.delivery.policies import policy_errors
+from campaigns.delivery.triggers import cron_errors
+from campaigns.models import Campaign, CampaignRun, Channel, Creative, Device, Message, Segment, SegmentChange
 from campaigns.segments.clusterings import clustering_segments
 from campaigns.segments.ml import AFFINITY_SCHEMA
 from campaigns.segments.rules import rule_tree_json_schema
+from marketing.models import SLUG_RE
 from mlcore import selectors
 from mlcore.features import DEFAULT_FEATURES, FEATURES, feature_errors
 from mlcore.models import Clustering
@@ -402,3 +407,392 @@ class ClusteringProfilesSerializer(serializers.Serializer):
     model_version_id = serializers.IntegerField(help_text="The champion the profiles come from.")
     trained_at = serializers.DateTimeField()
     profiles = ClusteringProfileSerializer(many=True, help_text="Largest cluster first (noise last).")
+
+
+# --- delivery: channels, devices, campaigns, creatives, messages --------------------------
+
+SLUG_HELP = "A touchpoint kind: a built-in one (purchase, signup, click, …) or any custom slug."
+
+
+class ChannelSerializer(serializers.ModelSerializer):
+    name = serializers.CharField(
+        max_length=100, validators=[UniqueValidator(queryset=Channel.objects.all(), message="is already taken")]
+    )
+    backend = serializers.CharField(
+        max_length=32,
+        required=False,
+        help_text='email: "default" (the EMAIL_BACKEND setting), "smtp" or "anymail"; sms, push, webhook: "http".',
+    )
+    settings = serializers.JSONField(
+        required=False,
+        help_text=(
+            "The backend's settings (from address, URL, auth, timeouts…), checked per backend. Secrets are never "
+            'stored: a key ending in "password", "token" or "secret" is refused; name an environment variable in '
+            '"<key>_env" instead (e.g. "auth_token_env": "SMS_API_TOKEN").'
+        ),
+    )
+    cost_per_message = serializers.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        min_value=Decimal("0"),
+        required=False,
+        help_text="In the reporting currency, up to 6 decimal places.",
+    )
+    rate_limit_per_second = serializers.IntegerField(
+        min_value=1,
+        max_value=1_000_000,
+        required=False,
+        allow_null=True,
+        help_text="Messages per second across all workers; null: no limit.",
+    )
+
+    class Meta:
+        model = Channel
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "backend",
+            "settings",
+            "cost_per_message",
+            "rate_limit_per_second",
+            "enabled",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        extra_kwargs = {"kind": {"help_text": "Cannot change once the channel exists."}}
+
+
+class DeviceSerializer(serializers.ModelSerializer):
+    customer_external_id = serializers.CharField(source="customer.external_id", read_only=True)
+    token_preview = serializers.SerializerMethodField(help_text="The token's first 12 characters.")
+
+    class Meta:
+        model = Device
+        fields = [
+            "id",
+            "customer",
+            "customer_external_id",
+            "platform",
+            "token_preview",
+            "token_hash",
+            "enabled",
+            "created_at",
+            "last_seen_at",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "customer": {"help_text": "The customer's id."},
+            "token_hash": {"help_text": "SHA-256 (hex) of the token: compute it to find a token's device."},
+        }
+
+    def get_token_preview(self, device: Device) -> str:
+        return token_preview(device.token)
+
+
+def token_preview(token: str) -> str:
+    return token if len(token) <= TOKEN_PREVIEW else f"{token[:TOKEN_PREVIEW]}…"
+
+
+TOKEN_PREVIEW = 12
+
+
+class DeviceRegisterSerializer(serializers.Serializer):
+    customer = serializers.CharField(max_length=255, help_text="The customer's external id, or our numeric id.")
+    platform = serializers.ChoiceField(choices=Device.Platform.choices)
+    token = serializers.CharField(max_length=4096, help_text="The push token (APNs, FCM or a web push endpoint).")
+    enabled = serializers.BooleanField(default=True)
+
+
+class CampaignSerializer(serializers.ModelSerializer):
+    audience = serializers.PrimaryKeyRelatedField(
+        many=True,
+        required=False,
+        queryset=Segment.objects.all(),
+        help_text="Segment ids: members of any are in the audience.",
+    )
+    exclusions = serializers.PrimaryKeyRelatedField(
+        many=True,
+        required=False,
+        queryset=Segment.objects.all(),
+        help_text="Segment ids: members of any are left out.",
+    )
+    trigger_segment = serializers.PrimaryKeyRelatedField(
+        required=False,
+        allow_null=True,
+        queryset=Segment.objects.all(),
+        help_text="segment_entry campaigns: customers entering this segment.",
+    )
+    trigger_event_kind = serializers.RegexField(
+        SLUG_RE, required=False, allow_blank=True, help_text="event campaigns: " + SLUG_HELP
+    )
+    cron = serializers.CharField(
+        max_length=100,
+        required=False,
+        allow_blank=True,
+        help_text='recurring campaigns: "minute hour day month weekday" in UTC, e.g. "0 9 * * 1".',
+    )
+    holdout_percent = serializers.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        min_value=Decimal("0"),
+        max_value=Decimal("100"),
+        required=False,
+        help_text="Share of the audience held out (never sent, measured as control); default 10.",
+    )
+    frequency_cap = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        allow_null=True,
+        help_text="At most this many messages per customer across all campaigns within frequency_cap_days.",
+    )
+    frequency_cap_days = serializers.IntegerField(min_value=1, max_value=365, required=False)
+    budget = serializers.DecimalField(
+        max_digits=14, decimal_places=4, min_value=Decimal("0"), required=False, allow_null=True
+    )
+    fixed_cost = serializers.DecimalField(max_digits=14, decimal_places=4, min_value=Decimal("0"), required=False)
+    goal_event = serializers.RegexField(SLUG_RE, required=False, help_text="The outcome measured. " + SLUG_HELP)
+    attribution_window_days = serializers.IntegerField(
+        min_value=1, max_value=365, required=False, help_text="Goal events within this many days of the exposure count."
+    )
+    channel_policy = serializers.JSONField(
+        required=False,
+        help_text='How each customer\'s channel is picked, e.g. {"type": "fixed", "channel": 1}; {}: the default.',
+    )
+    creative_policy = serializers.JSONField(
+        required=False, help_text='How each customer\'s creative is picked, e.g. {"type": "weighted"}; {}: the default.'
+    )
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id",
+            "name",
+            "description",
+            "status",
+            "trigger",
+            "audience",
+            "exclusions",
+            "send_at",
+            "cron",
+            "trigger_segment",
+            "trigger_event_kind",
+            "holdout_percent",
+            "salt",
+            "frequency_cap",
+            "frequency_cap_days",
+            "quiet_hours_start",
+            "quiet_hours_end",
+            "budget",
+            "fixed_cost",
+            "goal_event",
+            "attribution_window_days",
+            "channel_policy",
+            "creative_policy",
+            "created_at",
+            "updated_at",
+            "launched_at",
+            "finished_at",
+        ]
+        read_only_fields = ["id", "status", "salt", "created_at", "updated_at", "launched_at", "finished_at"]
+        extra_kwargs = {
+            "status": {
+                "help_text": "draft → scheduled → running → paused / completed / cancelled; changed by the "
+                "launch, pause, resume and cancel actions."
+            },
+            "salt": {
+                "help_text": "Keeps the holdout stable: held out iff sha256(salt|campaign|customer) mod 10000 < "
+                "holdout_percent * 100."
+            },
+            "send_at": {"help_text": "One-off: when to send; null: at launch."},
+            "quiet_hours_start": {"help_text": "No sends from this local time of the customer's (e.g. 21:00)…"},
+            "quiet_hours_end": {"help_text": "…until this one (e.g. 08:00); messages wait, never dropped."},
+        }
+
+    def validate_cron(self, value: str) -> str:
+        if value:
+            _raise_messages(cron_errors(value))
+        return value
+
+    def validate_channel_policy(self, value):
+        return _policy(value, "channel")
+
+    def validate_creative_policy(self, value):
+        return _policy(value, "creative")
+
+
+def _raise_messages(errors) -> None:
+    messages = [getattr(error, "message", error) for error in errors]
+    if messages:
+        raise serializers.ValidationError([str(message) for message in messages])
+
+
+def _policy(value, kind: str):
+    if not isinstance(value, dict):
+        raise serializers.ValidationError("must be a JSON object")
+    if value:
+        _raise_messages(policy_errors(value, kind))
+    return value
+
+
+class CampaignRunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CampaignRun
+        fields = ["id", "key", "status", "counts", "started_at", "finished_at"]
+        read_only_fields = fields
+        extra_kwargs = {
+            "key": {"help_text": '"launch" for a one-off; a cron firing time; "changes:<from>-<to>" for a trigger.'},
+            "counts": {"help_text": "What the run's launch found: audience, dropped by reason, held out, queued."},
+        }
+
+
+class MessageCountsSerializer(serializers.Serializer):
+    queued = serializers.IntegerField()
+    sending = serializers.IntegerField()
+    sent = serializers.IntegerField()
+    delivered = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    suppressed = serializers.IntegerField()
+    held_out = serializers.IntegerField()
+    unknown = serializers.IntegerField(help_text="In doubt after a worker died mid-send: never re-sent.")
+    cancelled = serializers.IntegerField()
+
+
+class RunProgressSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    key = serializers.CharField()
+    status = serializers.ChoiceField(choices=CampaignRun.Status.choices)
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    counts = serializers.JSONField(
+        help_text='What its launch recorded, e.g. {"audience": 1000, "eligible": 959, "held_out": 98, '
+        '"queued": 861, "suppressed": {"no_consent": 41}}.'
+    )
+    messages = MessageCountsSerializer(help_text="Its messages by status now.")
+
+
+class CampaignProgressSerializer(MessageCountsSerializer):
+    """All messages of the campaign by status (zeros included), and per run."""
+
+    campaign_id = serializers.IntegerField()
+    total = serializers.IntegerField()
+    campaign_status = serializers.ChoiceField(choices=Campaign.Status.choices)
+    suppressed_reasons = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Suppressed messages by reason: no_consent, unsubscribed, suppressed, no_address, frequency_cap, "
+        "budget, erased.",
+    )
+    runs_total = serializers.IntegerField()
+    runs = RunProgressSerializer(many=True, help_text="The latest 100 runs, newest first.")
+
+
+def campaign_progress_body(campaign_id: int) -> dict:
+    return {"campaign_id": campaign_id, **campaign_progress(campaign_id)}
+
+
+class CampaignDetailSerializer(CampaignSerializer):
+    progress = serializers.SerializerMethodField(help_text="Its messages by status, per run, and suppressed reasons.")
+
+    class Meta(CampaignSerializer.Meta):
+        fields = [*CampaignSerializer.Meta.fields, "progress"]
+
+    @extend_schema_field(CampaignProgressSerializer)
+    def get_progress(self, campaign: Campaign) -> dict:
+        return CampaignProgressSerializer(campaign_progress_body(campaign.pk)).data
+
+
+class CampaignActionSerializer(serializers.Serializer):
+    campaign_id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Campaign.Status.choices, help_text="The campaign's new status.")
+    run = CampaignRunSerializer(allow_null=True, help_text="launch: the run it started (one-offs); otherwise null.")
+
+
+class CreativeSerializer(serializers.ModelSerializer):
+    campaign = serializers.PrimaryKeyRelatedField(queryset=Campaign.objects.all(), help_text="Cannot change.")
+    weight = serializers.IntegerField(min_value=0, max_value=1_000_000, required=False)
+
+    class Meta:
+        model = Creative
+        fields = ["id", "campaign", "channel_kind", "name", "subject", "body", "html_body", "weight", "sku", "enabled"]
+        read_only_fields = ["id"]
+        validators = []  # the service checks the variant name, with the templates, in one answer
+        extra_kwargs = {
+            "subject": {"help_text": "Email subject or push title: a Django template (e.g. Hi {{ first_name }})."},
+            "body": {"help_text": "A Django template: the email text part, SMS text, push body or webhook JSON."},
+            "html_body": {"help_text": "Email HTML part (optional); a Django template."},
+        }
+
+
+class CreativePreviewRequestSerializer(serializers.Serializer):
+    customer = serializers.CharField(
+        required=False, help_text="Render for this customer (external id, or our numeric id)."
+    )
+    context = serializers.DictField(
+        required=False,
+        help_text='Render with these customer fields instead (e.g. {"first_name": "Ada"}); neither: a sample customer.',
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        if "customer" in attrs and "context" in attrs:
+            raise serializers.ValidationError({"context": ["give either customer or context, not both"]})
+        return attrs
+
+
+class RenderedSerializer(serializers.Serializer):
+    creative_id = serializers.IntegerField()
+    customer_id = serializers.IntegerField(allow_null=True, help_text="The customer rendered for; null: sample.")
+    subject = serializers.CharField(allow_blank=True)
+    text = serializers.CharField(allow_blank=True)
+    html = serializers.CharField(allow_blank=True)
+
+
+class CreativeTestRequestSerializer(serializers.Serializer):
+    to = serializers.CharField(
+        max_length=4096,
+        help_text="Email creatives: an address; sms: an E.164 number; push: a device token; webhook: ignored "
+        "(the channel's URL).",
+    )
+
+
+class CreativeTestResultSerializer(serializers.Serializer):
+    creative_id = serializers.IntegerField()
+    to = serializers.CharField()
+    channel_id = serializers.IntegerField(allow_null=True, help_text="The channel it went through.")
+    provider_id = serializers.CharField(allow_blank=True, help_text="The provider's message id, where it gives one.")
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    customer_external_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "campaign",
+            "run",
+            "customer",
+            "customer_external_id",
+            "channel",
+            "creative",
+            "status",
+            "error",
+            "not_before",
+            "attempts",
+            "recipient",
+            "provider_id",
+            "cost",
+            "policy",
+            "probability",
+            "features",
+            "created_at",
+            "updated_at",
+            "sent_at",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "error": {
+                "help_text": "failed: the provider's answer; suppressed: the reason (no_consent, unsubscribed, …)."
+            },
+            "recipient": {"help_text": "The address, number or device used at send time."},
+        }

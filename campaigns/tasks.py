@@ -75,11 +75,12 @@ def clusterings_refresh_all() -> int:
 
 @shared_task(expires=3600)
 def campaign_launch_task(campaign_id: int) -> dict:
-    """Launch a campaign's run (idempotent per run key); returns the run's counts."""
+    """Launch a campaign (idempotent per run key); returns the run's counts, or no run when
+    the launch only scheduled it (a one-off for later) or armed it (recurring, triggered)."""
     from campaigns.delivery.control import campaign_launch
 
     run = campaign_launch(campaign_id)
-    return {"campaign_id": campaign_id, "run_id": run.pk, **run.counts}
+    return {"campaign_id": campaign_id, "run_id": run.pk if run else None, **(run.counts if run else {})}
 
 
 # Every minute: recurring campaigns' cron firings, scheduled one-offs that are due, and the

@@ -3,7 +3,15 @@ marketing's)."""
 
 from rest_framework.routers import SimpleRouter
 
-from campaigns.api import ClusteringViewSet, SegmentViewSet
+from campaigns.api import (
+    CampaignViewSet,
+    ChannelViewSet,
+    ClusteringViewSet,
+    CreativeViewSet,
+    DeviceViewSet,
+    MessageViewSet,
+    SegmentViewSet,
+)
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -15,5 +23,10 @@ class OptionalSlashRouter(SimpleRouter):
 router = OptionalSlashRouter()
 router.register("segments", SegmentViewSet, basename="segment")
 router.register("clusterings", ClusteringViewSet, basename="clustering")
+router.register("channels", ChannelViewSet, basename="channel")
+router.register("devices", DeviceViewSet, basename="device")
+router.register("campaigns", CampaignViewSet, basename="campaign")
+router.register("creatives", CreativeViewSet, basename="creative")
+router.register("messages", MessageViewSet, basename="message")
 
 urlpatterns = router.urls

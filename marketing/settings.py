@@ -224,6 +224,15 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "marketing.api_common.schema_paths_without_trailing_slash",
     ],
+    # Choice sets whose field names ("kind", "status") other components use for other
+    # choices: each gets a name of its own (dotted strings: settings import no app).
+    "ENUM_NAME_OVERRIDES": {
+        "SegmentKindEnum": "campaigns.models.Segment.Kind",
+        "ChannelKindEnum": "campaigns.models.ChannelKind",
+        "CampaignStatusEnum": "campaigns.models.Campaign.Status",
+        "CampaignRunStatusEnum": "campaigns.models.CampaignRun.Status",
+        "MessageStatusEnum": "campaigns.models.Message.Status",
+    },
 }
 
 # --- Celery ---------------------------------------------------------------------------
@@ -289,6 +298,22 @@ EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "marketing@localhost")
 # django-anymail's settings from ANYMAIL_<NAME> variables, e.g. ANYMAIL_MAILGUN_API_KEY.
 ANYMAIL = {name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")}
+# Sending (campaigns.delivery.send). A send_due task claims up to SEND_BATCH_SIZE due
+# messages for SEND_CLAIM_LEASE_SECONDS (renewed while it works through them; the claims of
+# a killed worker free themselves after that) and sends them one at a time. A message is
+# `sending` for at most SEND_LEASE_SECONDS; after that the sweeper reconciles it, so the
+# lease must outlast the slowest provider call (EMAIL_TIMEOUT, an HTTP channel's timeout_s).
+SEND_BATCH_SIZE = env_int("SEND_BATCH_SIZE", 500)
+SEND_CLAIM_LEASE_SECONDS = env_int("SEND_CLAIM_LEASE_SECONDS", 120)
+SEND_LEASE_SECONDS = env_int("SEND_LEASE_SECONDS", 300)
+if SEND_LEASE_SECONDS <= EMAIL_TIMEOUT:
+    raise ImproperlyConfigured(f"SEND_LEASE_SECONDS={SEND_LEASE_SECONDS} must exceed EMAIL_TIMEOUT={EMAIL_TIMEOUT}")
+# One sweep enqueues at most this many send_due tasks per channel (each task that claimed a
+# full batch enqueues its own successor, so a big campaign keeps flowing between sweeps).
+SEND_MAX_TASKS_PER_CHANNEL = env_int("SEND_MAX_TASKS_PER_CHANNEL", 16)
+# A `sending` message whose channel's status API has not answered this long after its lease
+# expired becomes `unknown`.
+SEND_RECONCILE_GIVE_UP_SECONDS = env_int("SEND_RECONCILE_GIVE_UP_SECONDS", 3600)
 
 LOGGING = {
     "version": 1,

@@ -13,4 +13,5 @@ urlpatterns = [
     path("api/v1/", include("marketing.api_urls")),
     path("api/v1/", include("mlcore.urls")),
     path("api/v1/", include("campaigns.urls")),
+    path("", include("campaigns.tracking_urls")),
 ]

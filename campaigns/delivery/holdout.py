@@ -41,10 +41,12 @@ class HoldoutBucket(Func):
 
     def as_postgresql(self, compiler, connection, **extra):
         salt, campaign, customer = (compiler.compile(expr) for expr in self.get_source_expressions())
+        # mod() rather than the % operator, which would read as a placeholder once the
+        # SQL is run with parameters.
         sql = (
-            "(('x' || substr(encode(sha256(convert_to("
+            "mod(('x' || substr(encode(sha256(convert_to("
             f"{salt[0]} || '|' || ({campaign[0]})::text || '|' || ({customer[0]})::text, 'UTF8')), 'hex'), 1, 8))"
-            f"::bit(32)::bigint % {BUCKETS})"
+            f"::bit(32)::bigint, {BUCKETS})"
         )
         return sql, (*salt[1], *campaign[1], *customer[1])
 

@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import ProtectedError, Q
 from django.utils import timezone
 
-from campaigns.models import Segment
+from campaigns.models import Campaign, Segment
 from campaigns.segments.ml import affinity_definition_errors, affinity_q, cluster_definition_errors, cluster_q
 from campaigns.segments.rules import (
     Context,
@@ -79,17 +80,45 @@ def _references(node: Any) -> set[int]:
     return set()
 
 
-@transaction.atomic
-def segment_delete(segment: Segment) -> None:
-    """Delete a segment no other rules segment refers to (a handful of rows to scan)."""
+def segment_campaigns(segment: Segment) -> list[Campaign]:
+    """The campaigns that use a segment as audience, exclusion or trigger, by id."""
+    return list(
+        Campaign.objects.filter(Q(audience=segment) | Q(exclusions=segment) | Q(trigger_segment=segment))
+        .distinct()
+        .order_by("pk")
+        .only("pk", "name")
+    )
+
+
+def segment_delete_blocker(segment: Segment) -> str | None:
+    """Why a segment cannot be deleted now, or None: a campaign uses it (as audience,
+    exclusion or trigger; a finished campaign keeps its definition as its record), or
+    another rules segment refers to it (a handful of rows to scan)."""
+    campaigns = segment_campaigns(segment)
+    if campaigns:
+        named = ", ".join(f"{campaign.pk} ({campaign.name})" for campaign in campaigns)
+        return f"Segment {segment.pk} is used by campaign(s) {named}; change those first."
     users = [
         other.pk
         for other in Segment.objects.filter(kind=Segment.Kind.RULES).exclude(pk=segment.pk).only("definition")
         if segment.pk in _references(other.definition)
     ]
     if users:
-        raise Conflict(f"Segment {segment.pk} is used by segment(s) {', '.join(map(str, users))}; change those first.")
-    segment.delete()
+        return f"Segment {segment.pk} is used by segment(s) {', '.join(map(str, users))}; change those first."
+    return None
+
+
+@transaction.atomic
+def segment_delete(segment: Segment) -> None:
+    """Delete a segment nothing uses (Conflict naming the users otherwise)."""
+    blocker = segment_delete_blocker(segment)
+    if blocker is not None:
+        raise Conflict(blocker)
+    try:
+        with transaction.atomic():
+            segment.delete()
+    except ProtectedError:  # a campaign took it as its trigger since the check above
+        raise Conflict(f"Segment {segment.pk} is now used by a campaign; change that first.") from None
 
 
 def segment_preview(
