@@ -41,7 +41,7 @@ from campaigns.segments.selectors import customer_by_reference
 from campaigns.segments.services import segment_definition_check, segment_delete, segment_delete_blocker
 from campaigns.serializers import token_preview
 from campaigns.tasks import clustering_refresh_task, segment_rebuild_task
-from marketing.admin import HugeTableAdmin
+from marketing.admin import HugeTableAdmin, ReadOnlyMixin
 from marketing.api_common import is_id
 from marketing.errors import BatchInvalid, Conflict, DomainError, RowError
 from marketing.models import SLUG_RE, Customer
@@ -1069,7 +1069,7 @@ class MessageStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(Message)
-class MessageAdmin(HugeTableAdmin):
+class MessageAdmin(ReadOnlyMixin, HugeTableAdmin):
     """The outbox, read-only: written by launches and senders only."""
 
     list_display = [
@@ -1106,12 +1106,3 @@ class MessageAdmin(HugeTableAdmin):
 
     def get_search_results(self, request, queryset, search_term):
         return _by_external_id(queryset, search_term)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

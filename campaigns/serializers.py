@@ -14,6 +14,7 @@ from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
 from campaigns.delivery.control import campaign_progress
+from campaigns.delivery.definitions import CAMPAIGN_FIELDS
 from campaigns.delivery.policies import policy_errors
 from campaigns.delivery.triggers import cron_errors
 from campaigns.models import Campaign, CampaignRun, Channel, Creative, Device, Message, Segment, SegmentChange
@@ -566,36 +567,9 @@ class CampaignSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Campaign
-        fields = [
-            "id",
-            "name",
-            "description",
-            "status",
-            "trigger",
-            "audience",
-            "exclusions",
-            "send_at",
-            "cron",
-            "trigger_segment",
-            "trigger_event_kind",
-            "holdout_percent",
-            "salt",
-            "frequency_cap",
-            "frequency_cap_days",
-            "quiet_hours_start",
-            "quiet_hours_end",
-            "budget",
-            "fixed_cost",
-            "goal_event",
-            "attribution_window_days",
-            "channel_policy",
-            "creative_policy",
-            "created_at",
-            "updated_at",
-            "launched_at",
-            "finished_at",
-        ]
         read_only_fields = ["id", "status", "salt", "created_at", "updated_at", "launched_at", "finished_at"]
+        # What the write services take (definitions.CAMPAIGN_FIELDS), then what the system sets.
+        fields = [*CAMPAIGN_FIELDS, *read_only_fields]
         extra_kwargs = {
             "status": {
                 "help_text": "draft → scheduled → running → paused / completed / cancelled; changed by the "

@@ -82,6 +82,20 @@ class CappedCountPaginator(Paginator):
         return self.count > self.cap
 
 
+class ReadOnlyMixin:
+    """For a model admin that only shows: no add, change or delete (the data is a log, or
+    written by the system)."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class HugeTableAdmin(admin.ModelAdmin):
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER  # facet counts would count every filter choice
@@ -742,7 +756,7 @@ class CustomerFilter(admin.SimpleListFilter):
 
 
 @admin.register(Touchpoint)
-class TouchpointAdmin(HugeTableAdmin):
+class TouchpointAdmin(ReadOnlyMixin, HugeTableAdmin):
     """The append-only log: read-only here."""
 
     list_display = (
@@ -789,15 +803,6 @@ class TouchpointAdmin(HugeTableAdmin):
         if obj.revenue is None:
             return ""
         return f"{obj.revenue.quantize(Decimal('0.01'))} {settings.REPORTING_CURRENCY}"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # --- products, suppressions, API keys, workers ----------------------------------------
@@ -896,7 +901,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(WorkerHeartbeat)
-class WorkerHeartbeatAdmin(admin.ModelAdmin):
+class WorkerHeartbeatAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("hostname", "seen_at", "alive")
     ordering = ("hostname",)
     fields = ("hostname", "seen_at")
@@ -904,12 +909,3 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="alive (seen in the last 3 minutes)")
     def alive(self, obj: WorkerHeartbeat) -> bool:
         return timezone.now() - obj.seen_at < HEARTBEAT_ALIVE
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
