@@ -103,7 +103,9 @@ def touchpoints_write(rows: list[tuple]) -> tuple[int, int]:
                        s.revenue, s.currency, s.revenue_original, s.order_id, s.sku, s.event_id, s.properties
                 FROM ingest_touchpoint_stage s
                 JOIN resolved r ON r.external_id = s.customer_external_id
-                ORDER BY s.order_id COLLATE "C", s.sku COLLATE "C", s.event_id COLLATE "C"
+                -- row_no last: rows repeating an event_id keep the batch's first,
+                -- whatever order the join produced them in.
+                ORDER BY s.order_id COLLATE "C", s.sku COLLATE "C", s.event_id COLLATE "C", s.row_no
                 ON CONFLICT DO NOTHING
                 RETURNING 1
             )
