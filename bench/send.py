@@ -9,16 +9,20 @@
     or sending, every message `sent` with its `sent` touchpoint; goal >= 1,000 messages/s.
     Beside it, in the same run, raw smtplib loops to the same sink (one connection per
     process, prebuilt messages of the same size, as many processes as workers): the
-    machine's limit, and the ratio.
+    machine's limit, and the ratio. And where the send's CPU went, per message sent: the
+    worker processes, smtp-sink, and the PostgreSQL processes of the benchmark's database,
+    read from /proc. CPU rather than wall time does not depend on what else the machine
+    runs, and its sum bounds the rate on idle CPUs.
 
     python bench/send.py [--customers 1000000] [--send 100000] [--workers 2] \
                          [--pool threads] [--concurrency 8] [--part all|launch|send]
 
 Pool and concurrency: the threads pool, 8 threads per worker. A send slot spends most of
-its time waiting (the SMTP round trips, the commit of `sending` before the provider call
-and of `sent` after it), and threads overlap those waits at a few MB each; the CPU part
-(rendering, building the MIME message) is small. Prefork would give each slot a process
-of its own (~80 MB) to wait in. `--pool prefork` measures that choice.
+its time waiting (the SMTP round trips, pipelined where the server offers it, as smtp-sink
+does; the durable commit of each message's `sending` before the provider call, which
+carries the previous message's `sent`), and threads overlap those waits at a few MB each.
+Prefork would give each slot a process of its own (~80 MB) to wait in. `--pool prefork`
+and `--concurrency` measure those choices (16 threads per worker measured no better).
 
 It starts the PostgreSQL server of bench/ingest.py (the machine's binaries, its
 production-style settings, data in var/bench-pg, port 5499; an already running one is
@@ -126,8 +130,8 @@ class SmtpSink:
     def received(self) -> int:
         """Messages received so far (smtp-sink -c prints its counters as it goes)."""
         self.out.flush()
-        self.out.seek(0)
-        counts = re.findall(rb"(\d+)", self.out.read()[-200:])
+        self.out.seek(max(0, self.out.seek(0, os.SEEK_END) - 200))
+        counts = re.findall(rb"(\d+)", self.out.read())
         return int(counts[-1]) if counts else 0
 
     def stop(self) -> None:
@@ -188,6 +192,78 @@ class Workers:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             out.close()
+
+
+# --- CPU accounting ----------------------------------------------------------------------------
+
+
+def _processes() -> dict[int, tuple[int, float, str]]:
+    """{pid: (parent pid, CPU seconds user + system, command line)} of every process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        found[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, command)
+    return found
+
+
+class CpuMeter:
+    """Where the CPU of the send goes, by process group, from /proc: each worker process
+    (with its children, if prefork), smtp-sink, and the PostgreSQL processes of this
+    benchmark's database (its backends and autovacuum workers). Sampled every few seconds,
+    so a process that ends between samples loses at most its last seconds."""
+
+    def __init__(self, roots: dict[str, int], postmaster: int | None, database: str) -> None:
+        self.roots = roots
+        self.postmaster = postmaster
+        self.database = database
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+
+    def _group(self, pid: int, processes: dict) -> str | None:
+        parent, _, command = processes[pid]
+        for name, root in self.roots.items():
+            if root in (pid, parent):
+                return name
+        # Its backends and autovacuum workers; not the server-wide processes (WAL writer,
+        # checkpointer), which also work for whoever else uses the server.
+        ours = f" {self.database} " in command or command.rstrip().endswith(f" {self.database}")
+        if self.postmaster is not None and parent == self.postmaster and ours:
+            return "PostgreSQL"
+        return None
+
+    def sample(self, first: bool = False) -> None:
+        processes = _processes()
+        for pid in processes:
+            group = self._group(pid, processes)
+            if group is not None:
+                self.last[pid] = (group, processes[pid][1])
+                if first:
+                    self.first[pid] = processes[pid][1]
+
+    def start(self) -> None:
+        self.sample(first=True)
+
+    def stop(self) -> dict[str, float]:
+        self.sample()
+        totals = dict.fromkeys([*self.roots, "PostgreSQL"] if self.postmaster else self.roots, 0.0)
+        for pid, (group, seconds) in self.last.items():
+            totals[group] += seconds - self.first.get(pid, 0.0)
+        return totals
+
+
+def postmaster_pid() -> int | None:
+    """The bench's own PostgreSQL server's postmaster (None with BENCH_DATABASE_URL)."""
+    pidfile = ROOT / "var" / "bench-pg" / "postmaster.pid"
+    if os.environ.get("BENCH_DATABASE_URL") or not pidfile.exists():
+        return None
+    return int(pidfile.read_text().split()[0])
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -364,7 +440,7 @@ def bench_launch(customers: int, port: int) -> dict:
     return {"elapsed": elapsed, "counts": run.counts, "audience": segment.member_count}
 
 
-def bench_send(n: int, customers: int, port: int, env: dict, args) -> dict:
+def bench_send(n: int, customers: int, sink: SmtpSink, env: dict, args) -> dict:
     from django.db.models import Count
 
     from campaigns.delivery.control import campaign_launch
@@ -377,7 +453,7 @@ def bench_send(n: int, customers: int, port: int, env: dict, args) -> dict:
     segment = segment_of(f"bench: send {n}", f"{eligible} AND NOT ({CAPPED}) AND i > {customers - 2 * n}", customers)
     if segment.member_count < n:
         raise SystemExit(f"the send segment has {segment.member_count} members, fewer than {n}")
-    channel = email_channel("bench email", port)
+    channel = email_channel("bench email", sink.port)
     campaign = new_campaign(f"bench: send {n}", segment, channel, holdout_percent=0)
     from campaigns.models import SegmentMembership
 
@@ -388,20 +464,39 @@ def bench_send(n: int, customers: int, port: int, env: dict, args) -> dict:
     segment.save(update_fields=["member_count"])
 
     workers = Workers(env, args.workers, args.pool, args.concurrency)
+    roots = {f"worker {i}": proc.pid for i, proc in enumerate(workers.procs)}
+    database = urlparse(os.environ["DATABASE_URL"]).path.lstrip("/")
+    meter = CpuMeter({**roots, "smtp-sink": sink.proc.pid}, postmaster_pid(), database)
     try:
         log(f"launching {n:,} messages; {args.workers} workers ({args.pool}, concurrency {args.concurrency})")
         launch_started = time.perf_counter()
         run = campaign_launch(campaign.pk)  # commits the outbox, then enqueues send_due tasks
+        meter.start()
         started = time.perf_counter()
         queued = run.counts["queued"]
         pending = Message.objects.filter(campaign=campaign, status__in=["queued", "sending"])
         next_sweep = started + 10
-        while pending.exists():
-            if time.perf_counter() >= next_sweep:  # as beat runs it in production, every 10 s
+        next_sample = started + 2
+        next_look = started + 1
+        at_sink = sink.received()
+        while True:
+            now = time.perf_counter()
+            # Asking the outbox is itself a scan of the campaign's index past every row
+            # already sent (a few ms at 100k): once a second, and every 0.2 s only once
+            # smtp-sink has counted them all (when the end must be near).
+            if now >= next_look or sink.received() - at_sink >= queued:
+                if not pending.exists():
+                    break
+                next_look = now + 1
+            if now >= next_sweep:  # as beat runs it in production, every 10 s
                 sweep()
                 next_sweep += 10
+            if now >= next_sample:
+                meter.sample()
+                next_sample += 2
             time.sleep(0.2)
         elapsed = time.perf_counter() - started
+        cpu = meter.stop()
     finally:
         workers.stop()
     statuses = dict(Message.objects.filter(campaign=campaign).values_list("status").annotate(n=Count("id")))
@@ -410,6 +505,7 @@ def bench_send(n: int, customers: int, port: int, env: dict, args) -> dict:
         "queued": queued,
         "launch": started - launch_started,
         "elapsed": elapsed,
+        "cpu": cpu,
         "statuses": statuses,
         "touchpoints": touchpoints,
     }
@@ -503,7 +599,7 @@ def run(url: str, redis: Redis, sink: SmtpSink, args) -> dict:
             conn.execute("CHECKPOINT")
         os.sync()
         before = sink.received()
-        results["send"] = bench_send(args.send, args.customers, sink.port, django_env(url, redis.url), args)
+        results["send"] = bench_send(args.send, args.customers, sink, django_env(url, redis.url), args)
         time.sleep(0.5)
         results["send"]["sink"] = sink.received() - before
     return results
@@ -538,6 +634,17 @@ def report(url: str, args, results: dict) -> None:
             f"    raw smtplib loop to the same sink, {args.workers} processes: {results['raw']:,.0f} messages/s -> "
             f"ratio {rate / results['raw']:.2f}; 1 process: {results['raw1']:,.0f} messages/s -> ratio "
             f"{rate / results['raw1']:.2f}"
+        )
+        sent = max(b["statuses"].get("sent", 0), 1)
+        per_message = {name: 1e6 * seconds / sent for name, seconds in b["cpu"].items()}
+        total = sum(per_message.values())
+        cpus = os.cpu_count() or 1
+        # CPU rather than wall time: what the run costs however busy the machine was.
+        print(
+            "    CPU per message sent: "
+            + ", ".join(f"{name} {us:,.0f} us" for name, us in per_message.items())
+            + f"; {total:,.0f} us in all, so at most {cpus * 1e6 / total:,.0f} messages/s on {cpus} idle CPUs"
+            + f" (used {sum(b['cpu'].values()) / b['elapsed']:.2f} CPUs on average)"
         )
 
 

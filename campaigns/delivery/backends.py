@@ -2,9 +2,10 @@
 answer means for the outbox.
 
 - Email goes through Django email backends, one connection per batch reused across its
-  messages. Channel.backend "default" is settings.EMAIL_BACKEND; "smtp" builds an SMTP
-  connection from Channel.settings (host, port, username, password_env, use_tls, use_ssl,
-  timeout); "anymail" is django-anymail's backend for settings["esp"] (e.g. "mailgun");
+  messages (with SMTP pipelining, RFC 2920, where the server offers it). Channel.backend
+  "default" is settings.EMAIL_BACKEND; "smtp" builds an SMTP connection from
+  Channel.settings (host, port, username, password_env, use_tls, use_ssl, timeout);
+  "anymail" is django-anymail's backend for settings["esp"] (e.g. "mailgun");
   any dotted path is that backend class. For "anymail" and dotted paths every other
   setting is passed to the backend (a "<name>_env" key passes the environment variable it
   names as "<name>", so secrets stay out of the database). Every channel may set
@@ -103,6 +104,9 @@ EMAIL_MESSAGE_SETTINGS = ("from_email", "reply_to")
 SMTP_SETTINGS = ("host", "port", "username", "password_env", "use_tls", "use_ssl", "timeout")
 
 
+_LEADING_DOT = re.compile(rb"(?m)^\.")  # dot-stuffing (RFC 5321 4.5.2), as smtplib does
+
+
 class _HandoverTracking:
     """smtplib.SMTP that knows whether the whole message has been written to the server.
 
@@ -113,9 +117,92 @@ class _HandoverTracking:
     handed_over = False
     _data_sends: int | None = None
 
-    def sendmail(self, *args, **kwargs):
+    def sendmail(self, from_addr, to_addrs, msg, mail_options=(), rcpt_options=()):
         self.handed_over = False
-        return super().sendmail(*args, **kwargs)
+        self.ehlo_or_helo_if_needed()
+        if (
+            self.has_extn("pipelining")
+            and isinstance(msg, bytes)
+            and not any(option.lower() == "smtputf8" for option in mail_options)
+        ):
+            return self._pipelined_sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
+        return super().sendmail(from_addr, to_addrs, msg, mail_options, rcpt_options)
+
+    def _pipelined_sendmail(self, from_addr, to_addrs, msg: bytes, mail_options, rcpt_options) -> dict:
+        """smtplib.SMTP.sendmail with RFC 2920 pipelining: MAIL, RCPT and DATA in one write
+        and their replies read after, rather than a round trip each (half the system calls
+        and wake-ups per message on both ends). The same exceptions for the same replies;
+        the message is handed over only after a 354 to DATA with a sender and a recipient
+        accepted."""
+        recipients = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        options = [f"size={len(msg)}"] if self.has_extn("size") else []
+        options += list(mail_options)
+        lines = [f"MAIL FROM:{_envelope_address(from_addr)}{' ' + ' '.join(options) if options else ''}"]
+        rcpt_extra = " " + " ".join(rcpt_options) if rcpt_options else ""
+        lines += [f"RCPT TO:{_envelope_address(address)}{rcpt_extra}" for address in recipients]
+        lines.append("DATA")
+        if any("\r" in line or "\n" in line for line in lines):
+            raise ValueError("prohibited newline characters in an SMTP command")
+        self.send("".join(f"{line}\r\n" for line in lines))
+
+        mail_code, mail_reply = self.getreply()
+        if mail_code == 421:
+            self.close()
+            raise smtplib.SMTPSenderRefused(mail_code, mail_reply, from_addr)
+        refused = {}
+        for address in recipients:
+            code, reply = self.getreply()
+            if code not in (250, 251):
+                refused[address] = (code, reply)
+            if code == 421:
+                self.close()
+                raise smtplib.SMTPRecipientsRefused(refused)
+        data_code, data_reply = self.getreply()
+        if data_code == 421:
+            self.close()
+            raise smtplib.SMTPDataError(data_code, data_reply)
+        nothing_to_send = mail_code != 250 or len(refused) == len(recipients)
+        if data_code == 354 and nothing_to_send:
+            # A server that answers DATA although it refused the envelope (RFC 2920 says
+            # it must not): end an empty message rather than send this one.
+            self.send(b".\r\n")
+            self.getreply()
+        if mail_code != 250:
+            self._rset()
+            raise smtplib.SMTPSenderRefused(mail_code, mail_reply, from_addr)
+        if len(refused) == len(recipients):
+            self._rset()
+            raise smtplib.SMTPRecipientsRefused(refused)
+        if data_code != 354:
+            self._rset()
+            raise smtplib.SMTPDataError(data_code, data_reply)
+        data = _LEADING_DOT.sub(b"..", msg)
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"
+        self.send(data + b".\r\n")
+        self.handed_over = True  # the whole message is with the server: from here on, in doubt
+        code, reply = self.getreply()
+        if code != 250:
+            if code == 421:
+                self.close()
+            else:
+                self._rset()
+            raise smtplib.SMTPDataError(code, reply)
+        return refused
+
+    # smtplib quotes every envelope address through email.utils.parseaddr, a full RFC 5322
+    # parse that was a tenth of a sender's CPU per message: see _envelope_address.
+    def mail(self, sender, options=()):
+        if any(option.lower() == "smtputf8" for option in options):
+            return super().mail(sender, options)
+        extra = " " + " ".join(options) if options and self.does_esmtp else ""
+        self.putcmd("mail", f"FROM:{_envelope_address(sender)}{extra}")
+        return self.getreply()
+
+    def rcpt(self, recip, options=()):
+        extra = " " + " ".join(options) if options and self.does_esmtp else ""
+        self.putcmd("rcpt", f"TO:{_envelope_address(recip)}{extra}")
+        return self.getreply()
 
     def data(self, msg):
         self._data_sends = 0
@@ -130,6 +217,19 @@ class _HandoverTracking:
             self._data_sends += 1
             if self._data_sends == 2:
                 self.handed_over = True
+
+
+def _envelope_address(address: str) -> str:
+    """smtplib.quoteaddr(address): "<address>" for a plain one without the parse, the
+    (per channel constant) sender's from a cache."""
+    if _PLAIN_ADDRESS.match(address):
+        return f"<{address}>"
+    return _quoted_address(address)
+
+
+@lru_cache(maxsize=256)
+def _quoted_address(address: str) -> str:
+    return smtplib.quoteaddr(address)
 
 
 class TrackedSMTP(_HandoverTracking, smtplib.SMTP):

@@ -25,7 +25,8 @@ The outbox row is the truth; Celery only says "there may be work". Per batch:
 4. The provider call, after the `sending` commit; its outcome is written in the same
    transaction as the next message's gate (one commit per message; on PostgreSQL a single
    statement of data-modifying CTEs, prepared once per connection): `sent` with the `sent`
-   touchpoint, back to `queued` with backoff, `failed`, a hard bounce (failed, suppressed
+   touchpoint (its ids and properties read from the message row by the statement itself),
+   back to `queued` with backoff, `failed`, a hard bounce (failed, suppressed
    address, `bounce` touchpoint), or in doubt (see backends: left `sending` for the
    sweeper when the channel can reconcile, else `unknown`). The last write of a batch,
    having no gate with it, commits with synchronous_commit off: losing it in a database
@@ -39,6 +40,7 @@ The campaign's status is part of every gate, so a pause stops a batch at its nex
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -53,7 +55,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
 from campaigns.delivery import ratelimit, timing
@@ -85,15 +87,38 @@ TOUCHPOINT_COLUMNS = (
 
 def _dt(value: datetime):
     """A datetime as the database driver wants it in raw SQL (SQLite stores text)."""
+    if _postgresql():
+        return value  # psycopg takes aware datetimes as they are
     return connection.ops.adapt_datetimefield_value(value)
 
 
+@functools.cache
+def _postgresql() -> bool:
+    """Whether the database is PostgreSQL, looked up once: `connection` is a thread-local
+    proxy, and the few attribute reads per message through it added up."""
+    return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
+
+
 def _json_param() -> str:
-    return "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+    return "CAST(%s AS jsonb)" if _postgresql() else "%s"
 
 
 def default_worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100_000}"
+
+
+def _execute_prepared(cursor: psycopg.Cursor, sql: str, params: list) -> None:
+    """Execute as a server-side prepared statement: parsed and planned once per connection
+    rather than per message (the parse and plan of the gate's joins cost more than running
+    it). Django opens connections with prepare_threshold=None, under which psycopg ignores
+    prepare=True; a threshold it never reaches, for this call only, prepares just this."""
+    conn = cursor.connection
+    threshold = conn.prepare_threshold
+    conn.prepare_threshold = threshold if threshold is not None else 1 << 30
+    try:
+        cursor.execute(sql, params, prepare=True)
+    finally:
+        conn.prepare_threshold = threshold
 
 
 # --- writes shared with the sweeper ---------------------------------------------------------
@@ -146,7 +171,17 @@ class Writes:
                 row["id"],
             ],
         )
-        self.touchpoint(row, "sent", channel.kind, when, f"sent:{row['id']}", sent_properties(row))
+        self.sent_touchpoint(row["id"], channel.kind, when)
+
+    def sent_touchpoint(self, message_id: int, channel_kind: str, when: datetime) -> None:
+        """The `sent` touchpoint, its ids and properties (sent_properties_sql) read from the
+        message row by the statement itself: nothing to serialise or pass per message."""
+        self.add(
+            f"INSERT INTO marketing_touchpoint ({TOUCHPOINT_COLUMNS}) "
+            f"SELECT m.customer_id, 'sent', %s, m.campaign_id, m.id, m.creative_id, %s, '', '', '', "
+            f"'sent:' || m.id, {sent_properties_sql()} FROM {M} m WHERE m.id = %s ON CONFLICT DO NOTHING",
+            [channel_kind, _dt(when), message_id],
+        )
 
     def settle(self, message_id: int, status: str, error: str, when: datetime) -> None:
         """A terminal status for a `sending` message (failed, unknown)."""
@@ -169,7 +204,7 @@ class Writes:
         if not self.statements and gate is None:
             return None
         row = None
-        if gate is not None and connection.vendor == "postgresql":
+        if gate is not None and _postgresql():
             # One statement, one round trip, atomic by itself: the previous message's
             # outcome and this one's gate as data-modifying CTEs (different rows).
             # Prepared on the server (psycopg's server-side binding): a handful of distinct
@@ -177,15 +212,16 @@ class Writes:
             parts = [f"s{n} AS ({sql})" for n, (sql, _) in enumerate(self.statements)]
             params = [param for _, statement_params in self.statements for param in statement_params]
             sql = f"WITH {', '.join([*parts, f'gate AS ({gate[0]})'])} SELECT recipient FROM gate"
-            connection.ensure_connection()
-            with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-                cursor.execute(sql, [*params, *gate[1]], prepare=True)
+            db = connections[DEFAULT_DB_ALIAS]
+            db.ensure_connection()
+            with db.wrap_database_errors, psycopg.Cursor(db.connection) as cursor:
+                _execute_prepared(cursor, sql, [*params, *gate[1]])
                 row = cursor.fetchone()
             self.statements = []
             self.durable = False
             return row
         with transaction.atomic(), connection.cursor() as cursor:
-            if gate is None and not self.durable and connection.vendor == "postgresql":
+            if gate is None and not self.durable and _postgresql():
                 cursor.execute("SET LOCAL synchronous_commit = off")
             for sql, params in self.statements:
                 cursor.execute(sql, params)
@@ -197,14 +233,18 @@ class Writes:
         return row
 
 
-def sent_properties(row: dict) -> dict:
-    return {
-        "run_id": row["run_id"],
-        "channel_id": row["channel_id"],
-        "policy": row["policy"],
-        "probability": row["probability"],
-        "features": row["features"] if isinstance(row["features"], dict) else json.loads(row["features"] or "{}"),
-    }
+def sent_properties_sql() -> str:
+    """The properties of a `sent` touchpoint, from the message row `m`: run_id, channel_id,
+    policy, probability (of the policy's pick) and features (what it saw)."""
+    if _postgresql():
+        return (
+            "jsonb_build_object('run_id', m.run_id, 'channel_id', m.channel_id, 'policy', m.policy, "
+            "'probability', m.probability, 'features', m.features)"
+        )
+    return (
+        "json_object('run_id', m.run_id, 'channel_id', m.channel_id, 'policy', m.policy, "
+        "'probability', m.probability, 'features', json(m.features))"
+    )
 
 
 # --- claim ------------------------------------------------------------------------------------
@@ -237,7 +277,7 @@ def _claim(channel_id: int | None, token: str, limit: int, now: datetime, until:
         return []
     where, params = conditions
     due = [_dt(now), _dt(now), *params]
-    if connection.vendor == "postgresql":
+    if _postgresql():
         sql = (
             f"WITH picked AS (SELECT m.id FROM {M} m WHERE {where} ORDER BY m.not_before LIMIT %s "
             f"FOR UPDATE OF m SKIP LOCKED) "
@@ -252,7 +292,7 @@ def _claim(channel_id: int | None, token: str, limit: int, now: datetime, until:
         )
         args = [token, _dt(until), *due, limit]
     with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if _postgresql():
             # The claim must read the due index in not_before order and stop at its limit.
             # Right after a launch the table's statistics still say it is (nearly) empty, and
             # the planner would fetch and sort every due message instead: 80 ms a claim at
