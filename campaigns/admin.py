@@ -24,7 +24,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import CharField, JSONField, OuterRef, Subquery, Value
 from django.db.models.functions import Cast, Concat
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -405,6 +405,22 @@ ACTIONS_BY_STATUS = {
     Campaign.Status.CANCELLED: (),
 }
 FILTER_CAMPAIGNS = 100  # the message list's campaign filter offers the latest ones
+# Links that higher layers add to the campaign page (analytics: the campaign's dashboard):
+# each takes the campaign id and returns (label, url). Registered at startup, because
+# campaigns may not import analytics (DESIGN.md: hooks instead of upward imports).
+CAMPAIGN_LINKS: list = []
+
+
+def register_campaign_link(link) -> None:
+    if link not in CAMPAIGN_LINKS:
+        CAMPAIGN_LINKS.append(link)
+
+
+def _policy_evaluation_link(campaign_id: int) -> tuple[str, str]:
+    return "Policy evaluation", reverse("admin:campaigns_campaign_policy_evaluation", args=[campaign_id])
+
+
+register_campaign_link(_policy_evaluation_link)
 
 
 def _has_nul(value) -> bool:
@@ -658,6 +674,18 @@ class CreativeInline(admin.StackedInline):
 
 
 class CampaignForm(forms.ModelForm):
+    # Optional on the form (an empty box is the default 0), as the API's.
+    min_uplift = forms.FloatField(
+        required=False,
+        min_value=-1,
+        max_value=1,
+        help_text="With persuadables only: predicted uplift must be above this (incremental P(goal)); default 0.",
+    )
+
+    def clean_min_uplift(self):
+        value = self.cleaned_data.get("min_uplift")
+        return 0.0 if value is None else value
+
     class Meta:
         model = Campaign
         fields = list(definitions.CAMPAIGN_FIELDS)
@@ -729,7 +757,10 @@ class CampaignAdmin(admin.ModelAdmin):
     readonly_fields = ["status", "salt", "created_at", "updated_at", "launched_at", "finished_at", "progress"]
     fieldsets = (
         (None, {"fields": ["name", "description", "status"]}),
-        ("Audience", {"fields": ["audience", "exclusions", "holdout_percent", "salt"]}),
+        (
+            "Audience",
+            {"fields": ["audience", "exclusions", "holdout_percent", ("persuadables_only", "min_uplift"), "salt"]},
+        ),
         (
             "When",
             {
@@ -876,6 +907,7 @@ class CampaignAdmin(admin.ModelAdmin):
             "campaign_buttons": buttons,
             "progress_url": reverse("admin:campaigns_campaign_progress", args=[object_id]) if campaign else "",
             "live": campaign is not None and campaign.status in LIVE_STATUSES,
+            "campaign_links": [link(campaign.pk) for link in CAMPAIGN_LINKS] if campaign else [],
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -935,8 +967,33 @@ class CampaignAdmin(admin.ModelAdmin):
                 view(self.creative_preview_view),
                 name="campaigns_creative_preview",
             ),
+            path(
+                "<path:object_id>/policy-evaluation/",
+                view(self.policy_evaluation_view),
+                name="campaigns_campaign_policy_evaluation",
+            ),
             *super().get_urls(),
         ]
+
+    def policy_evaluation_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Off-policy evaluation of creative policies on this campaign's sends (mlcore)."""
+        from mlcore.admin_learning import policy_evaluation_page
+
+        campaign = get_object_or_404(Campaign, pk=object_id) if is_id(object_id) else None
+        if campaign is None:
+            raise Http404
+        if not self.has_view_or_change_permission(request, campaign):
+            raise PermissionDenied
+        creatives = [
+            (c.pk, f"{c.name} ({c.channel_kind})") for c in Creative.objects.filter(campaign=campaign).order_by("pk")
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": campaign,
+            "title": f"Policy evaluation of {campaign.name}",
+        }
+        return policy_evaluation_page(request, campaign_id=campaign.pk, creatives=creatives, context=context)
 
 
 LIVE_STATUSES = frozenset({Campaign.Status.SCHEDULED, Campaign.Status.RUNNING, Campaign.Status.PAUSED})

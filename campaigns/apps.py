@@ -7,7 +7,8 @@ class CampaignsConfig(AppConfig):
 
     def ready(self) -> None:
         import campaigns.delivery.holdout  # registers holdout_bucket() on SQLite connections
-        import campaigns.segments.ml  # noqa: F401  (registers the cluster and likely_buyers leaves)
+        import campaigns.segments.ml  # registers the cluster and likely_buyers leaves
+        import campaigns.segments.scores  # noqa: F401  (registers the propensity and uplift leaves)
         from campaigns.delivery.control import delivery_erase
         from campaigns.demo import demo_segments
         from campaigns.segments.rebuild import segment_memberships_erase
@@ -16,3 +17,7 @@ class CampaignsConfig(AppConfig):
         register_eraser("campaigns.segment_memberships", segment_memberships_erase)
         register_eraser("campaigns.delivery", delivery_erase)
         register_demo_step("segments", demo_segments, order=DEMO_AFTER_RFM)
+
+        from campaigns.delivery.bandit_policies import register_bandit_policies
+
+        register_bandit_policies()  # Thompson sampling and propensity policies (issue 5)

@@ -218,6 +218,15 @@ class Campaign(models.Model):
         default=dict, blank=True, help_text='e.g. {"type": "fixed", "channel": 1} or {"type": "weighted", …}.'
     )
     creative_policy = models.JSONField(default=dict, blank=True, help_text='e.g. {"type": "weighted"}.')
+    # Audience option "only persuadables" (issue 5): keep the customers whose predicted
+    # uplift (the uplift champion's score) is above min_uplift; applied before the holdout,
+    # so treated and held-out customers come from the same persuadables.
+    persuadables_only = models.BooleanField(
+        default=False, help_text="Only customers the uplift model predicts the campaign persuades."
+    )
+    min_uplift = models.FloatField(
+        default=0.0, help_text="With persuadables only: predicted uplift must be above this (incremental P(goal))."
+    )
 
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())

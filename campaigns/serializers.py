@@ -542,6 +542,17 @@ class CampaignSerializer(serializers.ModelSerializer):
         required=False,
         help_text="Share of the audience held out (never sent, measured as control); default 10.",
     )
+    persuadables_only = serializers.BooleanField(
+        required=False,
+        help_text="Only persuadables: reach only customers whose predicted uplift (the uplift champion's score) is "
+        "above min_uplift; the holdout is drawn among them. Launching needs an uplift champion.",
+    )
+    min_uplift = serializers.FloatField(
+        min_value=-1,
+        max_value=1,
+        required=False,
+        help_text="With persuadables_only: the predicted incremental P(goal) must be above this; default 0.",
+    )
     frequency_cap = serializers.IntegerField(
         min_value=1,
         required=False,

@@ -151,3 +151,166 @@ def campaign_outcome_totals(campaign_id: int, *, goal_kind: str, window_days: in
                 "revenue": _money(revenue),
             }
     return totals
+
+
+def send_outcomes_sql(
+    campaign_ids: list[int], *, goal_kind: str, window_days: int, since: datetime, until: datetime
+) -> tuple[str, list]:
+    """Per-send outcomes (what learning trains on): one row per `sent` or `held_out`
+    touchpoint of the campaigns that occurred in [since, until): (touchpoint_id,
+    customer_id, campaign_id, kind, channel, creative_id, occurred_at, converted), where
+    converted is 1 when the customer has a goal-kind touchpoint with send < occurred_at <=
+    send + W days (whatever campaign it carries), else 0; ordered by touchpoint id.
+
+    Unlike `outcomes_sql` (one exposure per customer: the campaign's comparison), every send
+    is a row: each is a decision with its own features and outcome."""
+    if window_days < 0:
+        raise ValueError("window_days must be 0 or more")
+    if not campaign_ids:
+        raise ValueError("campaign_ids must not be empty")
+    table = connection.ops.quote_name(Touchpoint._meta.db_table)
+    end, end_params = _window_end("s.occurred_at", window_days)
+    placeholders = ", ".join(["%s"] * len(campaign_ids))
+    sql = f"""
+        SELECT s.id, s.customer_id, s.campaign_id, s.kind, s.channel, s.creative_id, s.occurred_at,
+               CASE WHEN EXISTS (
+                   SELECT 1 FROM {table} g
+                   WHERE g.customer_id = s.customer_id AND g.kind = %s
+                     AND g.occurred_at > s.occurred_at AND g.occurred_at <= {end}
+               ) THEN 1 ELSE 0 END AS converted
+        FROM {table} s
+        WHERE s.campaign_id IN ({placeholders}) AND s.kind IN ('sent', 'held_out')
+          AND s.occurred_at >= %s AND s.occurred_at < %s
+        ORDER BY s.id
+    """
+    adapt = connection.ops.adapt_datetimefield_value
+    return sql, [goal_kind, *end_params, *[int(c) for c in campaign_ids], adapt(since), adapt(until)]
+
+
+def outcome_ctes_sql(
+    campaign_id: int,
+    *,
+    goal_kind: str,
+    window_days: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    flags: tuple[str, ...] = (),
+) -> tuple[str, list]:
+    """`outcomes_sql`'s definition as common table expressions that aggregate queries (ROI,
+    lift, daily series) build on with their own final SELECT: a "WITH ..." prefix and its
+    parameters. Same exposure, group, window, order counting and refunds as
+    `outcomes_sql` (tests/test_roi.py checks they agree), shaped for aggregates over a
+    million exposures: one sorted pass over the campaign's touchpoints (exposure and flags
+    per customer), only customers with goal touchpoints aggregated again, refunds joined
+    by order, no per-customer index lookups.
+
+    `since`/`until`, when given, bound the goal and refund touchpoints read (the
+    campaign's first exposure and its last exposure + window: see `exposure_span`): the
+    same answer, but the planner reads the time index's slice of the goal kind instead of
+    a year of it, and estimates the join from it. `flags`: touchpoint kinds (e.g. click,
+    open) carrying the campaign whose presence per customer is wanted (columns
+    has_<kind>, 0 or 1), read in the same pass.
+
+    - exposure(customer_id, grp, exposure_at, channel, creative_id, has_<flag>...): each
+      exposed customer once; for the treated, channel and creative of their first send
+      (null for the control).
+    - goal(customer_id, grp, exposure_at, channel, creative_id, has_<flag>..., occurred_at, order_id,
+      conversion_key, revenue): the goal touchpoints in each customer's window, with the
+      customer's exposure columns; conversion_key 'o:<order>' or 'e:<event>'.
+    - refund(customer_id, grp, occurred_at, revenue): the refunds netted out (positive
+      amounts): those of the goal orders, in the window.
+    - converted(customer_id, grp, channel, creative_id, has_<flag>..., conversions,
+      revenue): per customer with a goal touchpoint, conversions and revenue net of
+      refunds, as `outcomes_sql` has them, with the customer's exposure columns.
+    """
+    if window_days < 0:
+        raise ValueError("window_days must be 0 or more")
+    for flag in flags:
+        if not flag.isidentifier() or flag in ("sent", "held_out"):
+            raise ValueError(f"flag {flag!r} must be a kind other than sent/held_out, usable in a column name")
+    table = connection.ops.quote_name(Touchpoint._meta.db_table)
+    end, end_params = _window_end("x.exposure_at", window_days)
+    order_end, _ = _window_end("o.exposure_at", window_days)
+    flag_windows = "".join(f", MAX(CASE WHEN kind = '{flag}' THEN 1 ELSE 0 END) OVER w AS has_{flag}" for flag in flags)
+    flag_names = "".join(f", has_{flag}" for flag in flags)
+    kinds = ", ".join(f"'{kind}'" for kind in ("sent", "held_out", *flags))
+    # One sort of the campaign's touchpoints per customer: exposures first, earliest first,
+    # `sent` before `held_out` at the same instant (as in outcomes_sql), so each customer's
+    # first row is their exposure; the flags are window aggregates over the same order.
+    order = (
+        "CASE WHEN kind IN ('sent', 'held_out') THEN 0 ELSE 1 END, occurred_at, "
+        "CASE WHEN kind = 'sent' THEN 0 ELSE 1 END, id"
+    )
+    ranked = f"""
+        SELECT customer_id, kind, occurred_at, channel, creative_id{flag_windows},
+               ROW_NUMBER() OVER w AS n
+        FROM {table}
+        WHERE campaign_id = %s AND kind IN ({kinds})
+        WINDOW w AS (PARTITION BY customer_id ORDER BY {order}
+                     ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+    """
+    bounds, bound_params = "", []
+    if since is not None:
+        bounds += " AND {alias}.occurred_at > %s"
+        bound_params.append(connection.ops.adapt_datetimefield_value(since))
+    if until is not None:
+        bounds += " AND {alias}.occurred_at <= %s"
+        bound_params.append(connection.ops.adapt_datetimefield_value(until))
+    sql = f"""
+        WITH exposure AS (
+            SELECT customer_id, CASE WHEN kind = 'sent' THEN 'treated' ELSE 'control' END AS grp,
+                   occurred_at AS exposure_at,
+                   CASE WHEN kind = 'sent' THEN channel END AS channel,
+                   CASE WHEN kind = 'sent' THEN creative_id END AS creative_id{flag_names}
+            FROM ({ranked}) r
+            WHERE n = 1 AND kind IN ('sent', 'held_out')
+        ),
+        goal AS (
+            SELECT x.customer_id, x.grp, x.exposure_at, x.channel, x.creative_id{flag_names.replace(", ", ", x.")},
+                   g.occurred_at, g.order_id,
+                   CASE WHEN g.order_id <> '' THEN 'o:' || g.order_id ELSE 'e:' || g.event_id END AS conversion_key,
+                   COALESCE(g.revenue, 0) AS revenue
+            FROM exposure x JOIN {table} g ON g.customer_id = x.customer_id
+            WHERE g.kind = %s{bounds.format(alias="g")}
+              AND g.occurred_at > x.exposure_at AND g.occurred_at <= {end}
+        ),
+        refund AS (
+            -- The goal orders carry their customer's exposure: no second join of the exposures.
+            SELECT o.customer_id, o.grp, r.occurred_at, COALESCE(r.revenue, 0) AS revenue
+            FROM (SELECT DISTINCT customer_id, grp, exposure_at, order_id FROM goal WHERE order_id <> '') o
+            JOIN {table} r ON r.customer_id = o.customer_id AND r.order_id = o.order_id
+            WHERE r.kind = 'refund'{bounds.format(alias="r")}
+              AND r.occurred_at > o.exposure_at AND r.occurred_at <= {order_end}
+        ),
+        converted AS (
+            -- The exposure's columns ride along from `goal` (functionally dependent on the
+            -- customer): no second join of the million exposures.
+            SELECT gc.customer_id, gc.grp, gc.channel, gc.creative_id{flag_names.replace(", ", ", gc.")},
+                   gc.conversions, gc.revenue - COALESCE(rc.revenue, 0) AS revenue
+            FROM (SELECT customer_id, grp, channel, creative_id{flag_names},
+                         COUNT(*) AS conversions, SUM(revenue) AS revenue
+                  -- Orders first, then customers: two hash aggregates where COUNT(DISTINCT)
+                  -- would sort the goal rows.
+                  FROM (SELECT customer_id, grp, channel, creative_id{flag_names}, conversion_key,
+                               SUM(revenue) AS revenue
+                        FROM goal GROUP BY customer_id, grp, channel, creative_id{flag_names}, conversion_key) k
+                  GROUP BY customer_id, grp, channel, creative_id{flag_names}) gc
+            LEFT JOIN (SELECT customer_id, SUM(revenue) AS revenue FROM refund GROUP BY customer_id) rc
+                ON rc.customer_id = gc.customer_id
+        )
+    """
+    params = [campaign_id, goal_kind, *bound_params, *end_params, *bound_params, *end_params]
+    return sql, params
+
+
+def exposure_span(campaign_id: int) -> tuple[datetime, datetime] | None:
+    """The campaign's first and last exposure (`sent`/`held_out` touchpoint), or None:
+    four probes of the (campaign_id, kind, occurred_at) index."""
+    qs = Touchpoint.objects.filter(campaign_id=campaign_id)
+    ends = [
+        qs.filter(kind=kind).order_by(order).values_list("occurred_at", flat=True).first()
+        for kind in ("sent", "held_out")
+        for order in ("occurred_at", "-occurred_at")
+    ]
+    ends = [value for value in ends if value is not None]
+    return (min(ends), max(ends)) if ends else None

@@ -10,6 +10,11 @@ versions, and what clustering and association-rule runs produce for the layers a
   kept for the champion only: cluster segments hold who was in each cluster before).
 - AssociationRule: the rules of one rules version (antecedents → consequents with support,
   confidence, lift…), what affinity segments ("likely buyers of X") select from.
+- ModelArtifact: the trained model's bytes of a version, stored in the database: every
+  worker (a GPU worker on another host included) already reaches the database, so no
+  shared filesystem or object store is needed (see mlcore.artifacts).
+- CustomerScore: each customer's score (propensity or predicted uplift) of the champion
+  propensity/uplift version (derived data, champion rows only, as CustomerCluster).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class ModelVersion(models.Model):
         RULES = "rules", "Association rules"
         PROPENSITY = "propensity", "Conversion propensity"
         UPLIFT = "uplift", "Uplift"
+        RECOMMENDATIONS = "recommendations", "Recommendations"
 
     class Status(models.TextChoices):
         RUNNING = "running", "Running"
@@ -161,3 +167,40 @@ def items_hold(column: str, sku: str) -> Q:
     """`column` (antecedent_items or consequent_items) holds `sku`: a case-sensitive
     substring test for "|sku|" (strpos/instr; SQLite's LIKE would ignore case)."""
     return Q(GreaterThan(StrIndex(column, Value(items_text([sku]))), 0))
+
+
+class ModelArtifact(models.Model):
+    """The serialized model of a version (mlcore.artifacts.artifact_save/artifact_load)."""
+
+    version = models.OneToOneField(
+        ModelVersion, on_delete=models.CASCADE, primary_key=True, related_name="stored_artifact"
+    )
+    data = models.BinaryField()
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(db_default=Now())
+
+    def __str__(self) -> str:
+        return f"artifact of version {self.version_id} ({self.size} bytes)"
+
+
+class CustomerScore(models.Model):
+    """Derived data: the champion's score per customer (written at promotion; only the
+    champion's rows are kept, as CustomerCluster)."""
+
+    id = models.BigAutoField(primary_key=True)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No database constraint (as CustomerCluster.customer): customers are never deleted.
+    customer = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
+    score = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["model_version", "customer"], name="customer_score_unique"),
+        ]
+        indexes = [models.Index(fields=["model_version", "score"], name="customer_score_value")]
+
+    def __str__(self) -> str:
+        return f"customer {self.customer_id}: {self.score:.4f} (version {self.model_version_id})"

@@ -59,3 +59,41 @@ def finish(version: ModelVersion, duration_ms: int, **fields) -> None:
     for name, value in fields.items():
         setattr(version, name, value)
     ModelVersion.objects.filter(pk=version.pk).update(**fields)
+
+
+class RollbackError(Exception):
+    """No version to roll back to, or the one asked for cannot be the champion."""
+
+
+def rollback_target(task: str, scope: str = "", to: int | None = None) -> ModelVersion:
+    """The version a rollback of (task, scope) makes the champion: `to` (a succeeded,
+    non-champion version of the same task and scope), else the version the champion
+    replaced (its metrics' "replaced_version_id", recorded at promotion), else the latest
+    succeeded version older than the champion. RollbackError when there is none."""
+    current = champion(task, scope)
+    versions = ModelVersion.objects.filter(task=task, scope=scope, status=ModelVersion.Status.SUCCEEDED)
+    if to is not None:
+        target = versions.filter(pk=to).first()
+        if target is None:
+            raise RollbackError(f"version {to} is not a succeeded {task} version")
+        if target.is_champion:
+            raise RollbackError(f"version {to} is already the champion")
+        return target
+    if current is None:
+        raise RollbackError(f"{task} has no champion to roll back")
+    replaced = (current.metrics or {}).get("replaced_version_id")
+    target = versions.filter(pk=replaced).first() if replaced else None
+    if target is None:
+        target = versions.filter(pk__lt=current.pk).order_by("-pk").first()
+    if target is None:
+        raise RollbackError(f"{task} has no earlier succeeded version to roll back to")
+    return target
+
+
+def rollback(task: str, scope: str = "", to: int | None = None) -> ModelVersion:
+    """Make the `rollback_target` the champion (inside the caller's transaction); returns it.
+    Outputs derived from the champion (scores) are the caller's to rewrite
+    (mlcore.scores.model_rollback does both)."""
+    target = rollback_target(task, scope, to)
+    promote(target)
+    return target

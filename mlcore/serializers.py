@@ -99,3 +99,118 @@ class RulesMineQueuedSerializer(serializers.Serializer):
     task_id = serializers.CharField(help_text="The Celery task id of the run.")
     params = serializers.DictField(help_text="The parameters the run will use.")
     message = serializers.CharField()
+
+
+# --- learning: training requests, promotion, customer scores ----------------------------------
+
+PROPENSITY_ONLY = ("device", "max_epochs", "batch_size", "hidden", "lr", "patience")
+UPLIFT_ONLY = ("method",)
+
+
+class ModelVersionLearningSerializer(ModelVersionDetailSerializer):
+    """A model version with its training curve (propensity: train/valid loss per epoch)."""
+
+    curve = serializers.SerializerMethodField(help_text="Per epoch: epoch, train_loss, valid_loss, valid_auc…")
+
+    class Meta(ModelVersionDetailSerializer.Meta):
+        fields = [*ModelVersionDetailSerializer.Meta.fields, "curve"]
+        read_only_fields = fields
+
+    def get_curve(self, obj: ModelVersion) -> list[dict]:
+        return list((obj.result or {}).get("curve") or [])
+
+
+class TrainRequestSerializer(serializers.Serializer):
+    """A training run's task and options; omitted options take the service defaults
+    (mlcore.propensity.DEFAULTS, mlcore.uplift.DEFAULTS)."""
+
+    # A string checked here: a second "task" enum would rename ModelVersion's in the docs.
+    task = serializers.CharField(help_text='What to train: "propensity" or "uplift".')
+    days = serializers.IntegerField(
+        min_value=1, max_value=3650, required=False, help_text="Sends of the last N days; default 90."
+    )
+    campaign_ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        allow_null=True,
+        allow_empty=False,
+        help_text="Only the sends of these campaigns; default all.",
+    )
+    valid_fraction = serializers.FloatField(
+        min_value=0.05, max_value=0.5, required=False, help_text="Validation share; default 0.2 (uplift 0.3)."
+    )
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False, help_text="Split and model seed.")
+    baselines = serializers.BooleanField(required=False, help_text="Also fit the baselines on the same split.")
+    device = serializers.ChoiceField(
+        choices=["auto", "cpu", "cuda"], required=False, help_text="Propensity: where to train; default auto."
+    )
+    max_epochs = serializers.IntegerField(min_value=1, max_value=500, required=False, help_text="Propensity.")
+    batch_size = serializers.IntegerField(min_value=1, max_value=1 << 22, required=False, help_text="Propensity.")
+    hidden = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=4096),
+        min_length=1,
+        max_length=6,
+        required=False,
+        help_text="Propensity: hidden layer sizes; default [256, 128].",
+    )
+    lr = serializers.FloatField(min_value=1e-7, max_value=1.0, required=False, help_text="Propensity learning rate.")
+    patience = serializers.IntegerField(min_value=1, max_value=50, required=False, help_text="Propensity.")
+    method = serializers.ChoiceField(
+        choices=["t_learner", "x_learner"], required=False, help_text="Uplift learner; default t_learner."
+    )
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"non_field_errors": ["The body must be a JSON object."]})
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({key: ["unknown option"] for key in unknown})
+        return super().to_internal_value(data)
+
+    def validate_task(self, value: str) -> str:
+        if value not in ("propensity", "uplift"):
+            raise serializers.ValidationError('must be "propensity" or "uplift"')
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        task = attrs["task"]
+        wrong = UPLIFT_ONLY if task == "propensity" else PROPENSITY_ONLY
+        errors = {key: [f"not an option of {task} training"] for key in wrong if key in attrs}
+        if errors:
+            raise serializers.ValidationError(errors)
+        if attrs.get("device") == "auto":
+            attrs["device"] = None
+        return attrs
+
+
+class TrainQueuedSerializer(serializers.Serializer):
+    task_id = serializers.CharField(help_text="The Celery task id of the run (on the gpu queue).")
+    task = serializers.CharField()
+    options = serializers.DictField(help_text="The options given (the rest are the defaults).")
+    message = serializers.CharField()
+
+
+class RollbackRequestSerializer(serializers.Serializer):
+    to = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        allow_null=True,
+        help_text="The version to make champion; default: the one the champion replaced.",
+    )
+
+
+class ScoreSerializer(serializers.Serializer):
+    score = serializers.FloatField()
+    model_version = serializers.IntegerField()
+    trained_at = serializers.DateTimeField(allow_null=True)
+
+
+class CustomerScoresSerializer(serializers.Serializer):
+    customer_id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    propensity = ScoreSerializer(
+        allow_null=True, help_text="P(goal) after a typical send (champion propensity); null without one."
+    )
+    uplift = ScoreSerializer(
+        allow_null=True, help_text="Predicted incremental P(goal) if sent (champion uplift); null without one."
+    )

@@ -28,6 +28,8 @@ CAMPAIGN_DEFAULTS = {
     "trigger_segment": None,
     "trigger_event_kind": "",
     "holdout_percent": "10.00",
+    "persuadables_only": False,
+    "min_uplift": 0.0,
     "frequency_cap": None,
     "frequency_cap_days": 7,
     "quiet_hours_start": None,
@@ -376,7 +378,9 @@ class CampaignApiTests(CampaignApiTestCase):
                 error("frequency_cap", "Ensure this value is greater than or equal to 1."),
                 error("goal_event", "This value does not match the required pattern."),
                 error("attribution_window_days", "Ensure this value is greater than or equal to 1."),
-                error("channel_policy", 'unknown channel policy type "nope": one of fixed, weighted'),
+                error(
+                    "channel_policy", 'unknown channel policy type "nope": one of fixed, propensity, thompson, weighted'
+                ),
                 error("creative_policy", "must be a JSON object"),
             ],
         )

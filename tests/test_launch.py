@@ -684,7 +684,7 @@ class CampaignControlTests(LaunchCase):
         self.campaign.channel_policy = {"type": "bandit"}
         self.assertEqual(
             errors(self.campaign, for_launch=False),
-            [("channel_policy", 'unknown channel policy type "bandit": one of fixed, weighted')],
+            [("channel_policy", 'unknown channel policy type "bandit": one of fixed, propensity, thompson, weighted')],
         )
         self.campaign.channel_policy, self.campaign.creative_policy = {}, {}
         self.campaign.quiet_hours_start = NOW.time()

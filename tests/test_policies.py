@@ -198,8 +198,12 @@ class PolicyErrorsTests(TestCase):
                 "channel",
                 ['must be a JSON object such as {"type": "fixed", …}, or {} for the default'],
             ),
-            ({"channel": 1}, "channel", ['"type" is required: one of fixed, weighted']),
-            ({"type": "bandit"}, "creative", ['unknown creative policy type "bandit": one of fixed, weighted']),
+            ({"channel": 1}, "channel", ['"type" is required: one of fixed, propensity, thompson, weighted']),
+            (
+                {"type": "bandit"},
+                "creative",
+                ['unknown creative policy type "bandit": one of fixed, propensity, thompson, weighted'],
+            ),
             ({"type": "fixed"}, "channel", ['"channel" must be a channel id']),
             ({"type": "fixed", "channel": True}, "channel", ['"channel" must be a channel id']),
             ({"type": "fixed", "creative": 0}, "creative", ['"creative" must be a creative id']),
@@ -310,12 +314,14 @@ class RegistryTests(TestCase):
     def test_a_registered_policy_is_validated_and_built_by_name(self) -> None:
         self.assertEqual(
             policy_errors({"type": "every_second"}, "channel"),
-            ['unknown channel policy type "every_second": one of fixed, weighted'],
+            ['unknown channel policy type "every_second": one of fixed, propensity, thompson, weighted'],
         )
         register_policy("every_second", EverySecondChannel)
         self.assertEqual(policy_errors({"type": "every_second"}, "channel"), [])
-        self.assertEqual(policies.policy_names("channel"), ["every_second", "fixed", "weighted"])
-        self.assertEqual(policies.policy_names("creative"), ["fixed", "weighted"])
+        self.assertEqual(
+            policies.policy_names("channel"), ["every_second", "fixed", "propensity", "thompson", "weighted"]
+        )
+        self.assertEqual(policies.policy_names("creative"), ["fixed", "propensity", "thompson", "weighted"])
         built, problems = policies_for({"type": "every_second"}, {}, context())
         self.assertFalse(problems)
         self.assertEqual(built.label, "every_second/weighted")

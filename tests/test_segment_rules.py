@@ -373,7 +373,7 @@ class BadTreeTests(TestCase):
                 (
                     "/all/4",
                     "unknown condition 'bogus'; expected one of: all, any, not, field, cluster, consent, event, "
-                    "likely_buyers, rfm, segment",
+                    "likely_buyers, propensity, rfm, segment, uplift",
                 ),
                 ("/all/5/any", "must be a non-empty list of conditions"),
                 ("/all/6/rfm/r_score/gte", "a score is between 1 and 5"),

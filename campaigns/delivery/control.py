@@ -25,6 +25,7 @@ from django.db.models import Count, Exists, Max, OuterRef
 from django.utils import timezone
 
 from campaigns.delivery.launch import LAUNCH_KEY, policy_context, run_launch, send_after_launch
+from campaigns.delivery.persuadables import persuadables_errors
 from campaigns.delivery.policies import CHANNEL, CREATIVE, policies_for, policy_errors
 from campaigns.delivery.triggers import cron_errors
 from campaigns.models import Campaign, CampaignRun, Device, Message, SegmentChange
@@ -83,6 +84,7 @@ def campaign_definition_errors(campaign: Campaign, *, for_launch: bool = True) -
         add("fixed_cost", "must be 0 or more")
     if (campaign.quiet_hours_start is None) != (campaign.quiet_hours_end is None):
         add("quiet_hours_start", "quiet hours need both a start and an end")
+    errors.extend(persuadables_errors(campaign, for_launch=for_launch))
 
     if for_launch and campaign.pk:
         _, problems = policies_for(campaign.channel_policy, campaign.creative_policy, policy_context(campaign))

@@ -162,7 +162,16 @@ LAUNCHED = frozenset(
 )
 FINISHED = frozenset({Campaign.Status.COMPLETED, Campaign.Status.CANCELLED})
 # Who is treated and who is held out: fixed from the first run on.
-DESIGN_FIELDS = ("audience", "exclusions", "holdout_percent", "trigger", "trigger_segment", "trigger_event_kind")
+DESIGN_FIELDS = (
+    "audience",
+    "exclusions",
+    "holdout_percent",
+    "trigger",
+    "trigger_segment",
+    "trigger_event_kind",
+    "persuadables_only",
+    "min_uplift",
+)
 # How a campaign is measured and named: editable until the end and after it.
 ALWAYS_EDITABLE = ("name", "description", "goal_event", "attribution_window_days", "fixed_cost")
 CAMPAIGN_FIELDS = (
@@ -176,6 +185,8 @@ CAMPAIGN_FIELDS = (
     "trigger_segment",
     "trigger_event_kind",
     "holdout_percent",
+    "persuadables_only",
+    "min_uplift",
     "frequency_cap",
     "frequency_cap_days",
     "quiet_hours_start",

@@ -58,6 +58,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from campaigns.delivery.holdout import HoldoutBucket, holdout_threshold
+from campaigns.delivery.persuadables import persuadables_errors, persuadables_filter
 from campaigns.delivery.policies import (
     CampaignPolicies,
     ChannelOption,
@@ -171,6 +172,9 @@ def run_launch(
         audience = list(campaign.audience.values_list("pk", flat=True))
         if customer_ids is None and not audience:
             raise BatchInvalid([RowError(row=None, field="audience", message="choose at least one audience segment")])
+        problems = persuadables_errors(campaign)
+        if problems:
+            raise BatchInvalid(problems)
         if run is None:
             run = CampaignRun.objects.create(campaign=campaign, key=run_key, started_at=now)
 
@@ -243,6 +247,7 @@ def _selection_sql(
             f"AND x.customer_id = a.customer_id)"
         )
         base_params += exclusions
+    base, base_params = persuadables_filter(base, base_params, campaign)
 
     bits = [
         f"CASE WHEN c.erased_at IS NOT NULL THEN {_ERASED_BIT} ELSE 0 END",

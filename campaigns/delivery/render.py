@@ -24,8 +24,9 @@ are not clicked through our redirect.
 from __future__ import annotations
 
 import html as html_lib
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -36,6 +37,8 @@ from django.template.base import Template
 
 from campaigns.delivery import links
 from marketing.errors import DomainError
+
+logger = logging.getLogger(__name__)
 
 CUSTOMER_CONTEXT_FIELDS = (
     "external_id",
@@ -105,11 +108,17 @@ def customer_context(
     under `customer` (`{{ customer.first_name }}`); `attributes` is the customer's JSON
     attributes (`{{ attributes.tier }}`).
 
-    Hook for recommendations (the learning issue): the sender fetches them for a whole
-    batch at once and passes each customer's list here (e.g. [{"sku", "name", "price",
-    "url"}, …]); until then it is an empty list, so `{% for r in recommendations %}`
-    renders nothing.
+    `recommendations`: the customer's product recommendations ([{"sku", "name", "price",
+    "url", "score", "source"}, …], mlcore.recommendations). A sender fetches them for its
+    whole batch at once with `batch_recommendations` and passes each customer's list here;
+    a real message without them renders an empty list (`{% for r in recommendations %}`
+    renders nothing). Without a message (previews, template checks, test sends) and
+    without a list, the sample customers get SAMPLE_RECOMMENDATIONS (no query), so a
+    marketer sees what the loop renders; a real customer's preview shows theirs only when
+    the caller passes them (`batch_recommendations`).
     """
+    if recommendations is None and message_id is None:
+        recommendations = preview_recommendations(customer)
     fields = {name: customer.get(name) or "" for name in CUSTOMER_CONTEXT_FIELDS[:-1]}
     attributes = customer.get("attributes") or {}
     if isinstance(campaign, Mapping):
@@ -125,6 +134,49 @@ def customer_context(
         "unsubscribe_url": links.unsubscribe_url(message_id),
         "message_id": message_id,
     }
+
+
+# --- recommendations ------------------------------------------------------------------
+
+# Customers that previews, template checks and test sends render for (no database row).
+SAMPLE_EXTERNAL_IDS = frozenset({"sample-1", "test"})
+RECOMMENDATIONS_PER_MESSAGE = 5
+SAMPLE_RECOMMENDATIONS = (
+    {"sku": "SAMPLE-1", "name": "Sample product one", "price": "19.99", "url": "", "score": 0.9, "source": "sample"},
+    {"sku": "SAMPLE-2", "name": "Sample product two", "price": "9.50", "url": "", "score": 0.7, "source": "sample"},
+    {"sku": "SAMPLE-3", "name": "Sample product three", "price": "4.25", "url": "", "score": 0.5, "source": "sample"},
+)
+
+
+def creative_uses_recommendations(creative: Any) -> bool:
+    """Whether any of the creative's templates mentions `recommendations` (a cheap text
+    test: a false positive only costs the batch's lookup)."""
+    return any("recommendations" in (getattr(creative, name, "") or "") for name in CREATIVE_TEMPLATE_FIELDS)
+
+
+def batch_recommendations(
+    creatives: Iterable[Any], customer_ids: Iterable[int], k: int | None = None
+) -> dict[int, list[dict]]:
+    """{customer id: recommendations} for a send batch, in a fixed number of queries
+    whatever its size; {} without a query when none of the batch's creatives uses them.
+    Pass each customer's list to `customer_context(recommendations=...)`."""
+    if not any(creative_uses_recommendations(creative) for creative in creatives):
+        return {}
+    from mlcore.recommendations import recommendations_for
+
+    try:
+        return recommendations_for(list(customer_ids), k or RECOMMENDATIONS_PER_MESSAGE)
+    except Exception:  # e.g. a corrupt model artifact: the batch still sends, without them
+        logger.exception("recommendations for a send batch failed: rendering without them")
+        return {}
+
+
+def preview_recommendations(customer: Mapping[str, Any]) -> list[dict]:
+    """What a preview or test send renders as recommendations without a list: fixed
+    samples for the sample customers (no query), else none (see `customer_context`)."""
+    if customer.get("external_id") in SAMPLE_EXTERNAL_IDS:
+        return [dict(item) for item in SAMPLE_RECOMMENDATIONS]
+    return []
 
 
 # --- templates ------------------------------------------------------------------------

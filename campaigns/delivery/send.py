@@ -70,7 +70,12 @@ from campaigns.delivery.backends import (
     idempotency_key,
     open_sender,
 )
-from campaigns.delivery.render import CUSTOMER_CONTEXT_FIELDS, customer_context, render_creative
+from campaigns.delivery.render import (
+    CUSTOMER_CONTEXT_FIELDS,
+    batch_recommendations,
+    customer_context,
+    render_creative,
+)
 from campaigns.models import Campaign, Channel, ChannelKind, Creative, Device, Message
 
 logger = logging.getLogger(__name__)
@@ -427,6 +432,8 @@ class Batch:
         self.campaigns = Campaign.objects.in_bulk({row["campaign_id"] for row in self.rows})
         self.channels = Channel.objects.in_bulk({row["channel_id"] for row in self.rows})
         self.creatives = Creative.objects.in_bulk({row["creative_id"] for row in self.rows if row["creative_id"]})
+        # Only when a creative uses {{ recommendations }}: a fixed number of queries per batch.
+        self.recommendations = batch_recommendations(self.creatives.values(), {row["customer_id"] for row in self.rows})
         push = {c.pk for c in self.channels.values() if c.kind == ChannelKind.PUSH}
         self.devices: dict[int, list[tuple[int, str]]] = {}
         if push:
@@ -516,7 +523,12 @@ class Batch:
             self.counts["failed"] += 1
             self.fail_unsent(message_id, "no creative for this message", now)
             return
-        context = customer_context(customer, campaign=campaign, message_id=message_id)
+        context = customer_context(
+            customer,
+            campaign=campaign,
+            message_id=message_id,
+            recommendations=self.recommendations.get(row["customer_id"]),
+        )
         try:
             rendered = render_creative(creative, context)
         except Exception as exc:  # a creative that fails for this customer fails the message
