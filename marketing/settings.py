@@ -183,6 +183,15 @@ except (ZoneInfoNotFoundError, ValueError):
     raise ImproperlyConfigured(f"REPORTING_TIMEZONE={REPORTING_TIMEZONE!r} is not an IANA timezone") from None
 # Revenue in another currency is converted with these rates or rejected with a clear error.
 CURRENCY_RATES = env_rates("CURRENCY_RATES")
+# Report runs (analytics.reports): a succeeded run answers again for this long; each
+# computation's statement timeout; what is computed in the request rather than queued (ROI
+# of campaigns with at most this many messages, funnels and attribution over at most this
+# many days); campaigns the nightly refresh still measures after they finished.
+REPORT_CACHE_SECONDS = env_int("REPORT_CACHE_SECONDS", 3600)
+REPORT_STATEMENT_TIMEOUT_MS = env_int("REPORT_STATEMENT_TIMEOUT_MS", 600_000)
+REPORT_SYNC_MAX_MESSAGES = env_int("REPORT_SYNC_MAX_MESSAGES", 100_000)
+REPORT_SYNC_MAX_DAYS = env_int("REPORT_SYNC_MAX_DAYS", 31)
+REPORT_NIGHTLY_RECENT_DAYS = env_int("REPORT_NIGHTLY_RECENT_DAYS", 30)
 
 BULK_MAX_BYTES = env_int("BULK_MAX_BYTES", 16 * 1024 * 1024)
 BULK_MAX_ROWS = env_int("BULK_MAX_ROWS", 10_000)
@@ -232,6 +241,7 @@ SPECTACULAR_SETTINGS = {
         "CampaignStatusEnum": "campaigns.models.Campaign.Status",
         "CampaignRunStatusEnum": "campaigns.models.CampaignRun.Status",
         "MessageStatusEnum": "campaigns.models.Message.Status",
+        "ReportRunStatusEnum": "analytics.models.ReportRun.Status",
     },
 }
 

@@ -13,5 +13,6 @@ urlpatterns = [
     path("api/v1/", include("marketing.api_urls")),
     path("api/v1/", include("mlcore.urls")),
     path("api/v1/", include("campaigns.urls")),
+    path("api/v1/", include("analytics.urls")),
     path("", include("campaigns.tracking_urls")),
 ]
