@@ -35,6 +35,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from marketing import csv_io
 from marketing.api_common import is_id
@@ -42,6 +43,7 @@ from marketing.errors import BatchInvalid, DomainError, RowError
 from marketing.forms import ApiKeyAddForm, CsvConfirmForm, CsvImportForm, CustomerForm, SuppressionForm
 from marketing.ingest import customers_bulk_upsert, customers_validate
 from marketing.models import ApiKey, Customer, Product, Suppression, Touchpoint, TouchpointKind, WorkerHeartbeat
+from marketing.registries import customer_panels
 from marketing.rfm import rfm_group
 from marketing.selectors import customer_order_stats
 
@@ -263,6 +265,7 @@ class CustomerAdmin(HugeTableAdmin):
         "last_purchase",
         "rfm_scores",
         "rfm_values",
+        "panels",
         "timeline",
     )
     add_fieldsets = (
@@ -295,6 +298,7 @@ class CustomerAdmin(HugeTableAdmin):
                 "fields": ("rfm_scores", "rfm_values"),
             },
         ),
+        ("Predictions and recommendations", {"fields": ("panels",)}),
         ("Touchpoint timeline", {"fields": ("timeline",)}),
         ("Record", {"fields": ("is_stub", "erased_at", "created_at", "updated_at", "last_seen_at")}),
     )
@@ -399,6 +403,12 @@ class CustomerAdmin(HugeTableAdmin):
             f"{rfm.recency_days} days since the last purchase, {rfm.frequency} orders, "
             f"{monetary:,} {settings.REPORTING_CURRENCY} net, as of {rfm.as_of:%Y-%m-%d}"
         )
+
+    @admin.display(description="")
+    def panels(self, obj: Customer) -> str:
+        """What higher layers registered (marketing.registries.register_customer_panel)."""
+        parts = [format_html("<h4>{}</h4>{}", title, render(obj)) for title, render in customer_panels()]
+        return mark_safe("".join(parts)) if parts else "-"  # each part is escaped by format_html
 
     @admin.display(description="latest touchpoints")
     def timeline(self, obj: Customer) -> str:

@@ -25,6 +25,7 @@ class _Registry:
     erasers: dict[str, Callable[[int], None]] = field(default_factory=dict)
     exporters: dict[str, Callable[[int], Any]] = field(default_factory=dict)
     demo_steps: dict[str, DemoStep] = field(default_factory=dict)
+    customer_panels: dict[str, tuple[str, Callable[[Any], str]]] = field(default_factory=dict)
 
 
 _registry = _Registry()
@@ -52,6 +53,17 @@ def register_demo_step(name: str, run: Callable[[Any], None], order: int = 100) 
     own population first, at order 0; the RFM refresh between DEMO_AFTER_RFM - 1 and
     DEMO_AFTER_RFM)."""
     _registry.demo_steps[name] = DemoStep(name=name, run=run, order=order)
+
+
+def register_customer_panel(name: str, title: str, render: Callable[[Any], str]) -> None:
+    """`render(customer)` returns safe HTML (format_html) shown under `title` on the
+    customer's admin page: what higher layers know about the customer (model scores,
+    recommendations) without marketing importing them."""
+    _registry.customer_panels[name] = (title, render)
+
+
+def customer_panels() -> list[tuple[str, Callable[[Any], str]]]:
+    return [_registry.customer_panels[name] for name in sorted(_registry.customer_panels)]
 
 
 def erasers() -> dict[str, Callable[[int], None]]:

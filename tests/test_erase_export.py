@@ -172,8 +172,9 @@ class ExportTests(TestCase):
             export = customer_export(ann)
 
         exporter.assert_called_once_with(ann.pk)
-        self.assertEqual(set(export), {"exported_at", "profile", "consents", "touchpoints", "messages"})
+        self.assertEqual(set(export), {"exported_at", "profile", "consents", "touchpoints", "messages", "model_scores"})
         self.assertEqual(export["messages"], [{"subject": "Hello Ann"}])
+        self.assertEqual(export["model_scores"], [])  # mlcore's exporter: no model has scored ann
         self.assertEqual(export["profile"]["external_id"], "crm-ann")
         self.assertEqual(export["profile"]["email"], "ann@example.com")
         self.assertEqual(export["profile"]["attributes"], {"tier": "gold", "birthday": "1990-01-01"})

@@ -6,12 +6,15 @@ on the gpu queue; promote and rollback buttons change the champion and rescore."
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from django.contrib.auth.models import User
 from django.contrib.messages import get_messages
 from django.test import TestCase
 from django.urls import reverse
 
+from marketing.models import Customer, Product
+from marketing.services import customer_erase, customer_export
 from mlcore.models import CustomerScore, ModelVersion
 from mlcore.propensity import propensity_train
 from mlcore.uplift import uplift_train
@@ -155,3 +158,41 @@ class LearningAdminTests(OneThread, TestCase):
             self.client.post(reverse("admin:mlcore_modelversion_rollback", args=[version.pk])).status_code, 403
         )
         self.assertTrue(ModelVersion.objects.get(pk=version.pk).is_champion)
+
+
+class CustomerPanelTests(TestCase):
+    """The customer's admin page shows mlcore's scores and recommendations (a registered
+    panel); GDPR erase removes the scores and export lists them."""
+
+    def setUp(self) -> None:
+        self.client.force_login(User.objects.create_superuser("marketer", "marketer@example.com", "pw"))
+        self.ann = Customer.objects.create(external_id="ann", email="ann@example.com")
+        self.propensity = ModelVersion.objects.create(
+            task="propensity", algorithm="mlp", status="succeeded", is_champion=True
+        )
+        self.uplift = ModelVersion.objects.create(task="uplift", algorithm="t_learner", status="succeeded")
+        CustomerScore.objects.create(model_version=self.propensity, customer=self.ann, score=0.125)
+        CustomerScore.objects.create(model_version=self.uplift, customer=self.ann, score=0.03)  # not the champion
+
+    def test_the_customer_page_shows_champion_scores_and_recommendations(self) -> None:
+        Product.objects.create(sku="P1", name="Tent", price=Decimal("120"))
+        html = self.client.get(reverse("admin:marketing_customer_change", args=[self.ann.pk])).content.decode()
+        self.assertIn("<h4>Model scores and recommendations</h4>", html)
+        self.assertIn(f"<li>propensity: 12.5% chance to convert (model version {self.propensity.pk})</li>", html)
+        self.assertIn("<li>uplift: no champion model, or not scored yet</li>", html)
+        self.assertIn("<b>Recommended next</b></p><p>nothing to recommend</p>", html)
+
+    def test_erase_removes_the_scores_and_export_lists_them(self) -> None:
+        self.assertEqual(
+            customer_export(self.ann)["model_scores"],
+            [
+                {"task": "propensity", "score": 0.125, "model_version": self.propensity.pk},
+                {"task": "uplift", "score": 0.03, "model_version": self.uplift.pk},
+            ],
+        )
+        other = Customer.objects.create(external_id="bob")
+        CustomerScore.objects.create(model_version=self.propensity, customer=other, score=0.5)
+
+        customer_erase(self.ann)
+
+        self.assertEqual(list(CustomerScore.objects.values_list("customer__external_id", "score")), [("bob", 0.5)])
