@@ -12,3 +12,9 @@ class MlcoreConfig(AppConfig):
         register_customer_panel("mlcore.predictions", "Model scores and recommendations", customer_panel)
         register_eraser("mlcore.customer_scores", customer_scores_erase)
         register_exporter("model_scores", customer_scores_export)
+
+        from marketing.registries import DEMO_AFTER_RFM, register_demo_step
+        from mlcore.demo import demo_recommendations
+
+        # After the RFM refresh and the segments step (which mines the rules it tops up with).
+        register_demo_step("recommendations", demo_recommendations, order=DEMO_AFTER_RFM + 100)

@@ -8,6 +8,7 @@ where shares and rates need numbers to mean something."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
@@ -16,15 +17,30 @@ from io import StringIO
 from unittest import mock
 
 import numpy as np
+from django.apps import apps
 from django.conf import settings
 from django.core.management import call_command
+from django.core.management.color import no_style
+from django.db import connection
 from django.db.models import Max
 from django.test import SimpleTestCase, TestCase
 from django.utils import timezone
 
+from analytics import demo as analytics_demo
+from analytics.models import Funnel
+from analytics.roi import campaign_roi
+from analytics.services import funnel_compute
+from campaigns import demo as campaign_demo
+from campaigns.delivery.launch import run_launch
+from campaigns.delivery.tracking import click_event_id
+from campaigns.models import Campaign, CampaignRun, Channel, Creative, Message, SegmentMembership
 from marketing import demo, registries
 from marketing.ingest.validate import CUSTOMER_FIELDS, validate_customers, validate_touchpoints
 from marketing.models import SYSTEM_KINDS, Customer, Product, Touchpoint
+from marketing.outcomes import campaign_outcome_totals
+from mlcore import registry
+from mlcore.models import ModelVersion
+from mlcore.recommendations import recommendations_for
 
 SEED, CUSTOMERS, DAYS = 7, 200, 90
 # What seed 7 makes for 200 customers over 90 days. Counts do not depend on the day the
@@ -73,6 +89,14 @@ def orders_by_id() -> dict[str, dict]:
 
 
 class SeededPopulationTests(TestCase):
+    """Marketing's own population: the higher apps' demo steps are left out here (they are
+    checked in FullDemoTests), so these counts are marketing's alone."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.enterClassContext(mock.patch.dict(registries._registry.demo_steps, clear=True))
+        super().setUpClass()
+
     @classmethod
     def setUpTestData(cls):
         cls.output = seed(customers=CUSTOMERS, days=DAYS, seed=SEED)
@@ -353,6 +377,226 @@ class DemoStepTests(TestCase):
         self.assertEqual(Customer.objects.count(), 0)
         self.assertEqual(Touchpoint.objects.count(), 0)
         self.assertEqual(Product.objects.count(), 0)
+
+
+class FullDemoTests(TestCase):
+    """Every app's demo step, as `make run` seeds it: the finished A/B campaign with its
+    holdout and responses, the draft Thompson campaign, the saved funnels and the fitted
+    recommendations. Seed 7, 500 customers (fewer would leave the holdout too small to show
+    the lift), 60 days: the campaign went out 28 days ago."""
+
+    CUSTOMERS, DAYS = 500, 60
+    SENT = {"A": 140, "B": 135}
+    HELD_OUT = {"A": 13, "B": 14}
+    OPENS = {"A": 45, "B": 64}
+    CLICKS = {"A": 18, "B": 34}
+    CAMPAIGN_ORDERS, CAMPAIGN_ORDER_LINES = 38, 232
+
+    @classmethod
+    def setUpTestData(cls):
+        # The holdout and the creative draws go by customer id, and PostgreSQL's sequences
+        # move on with every earlier test's rows: start them at 1, as on a fresh database.
+        models = [
+            m
+            for app in ("marketing", "campaigns", "mlcore", "analytics")
+            for m in apps.get_app_config(app).get_models()
+        ]
+        with connection.cursor() as cursor:
+            for sql in connection.ops.sequence_reset_sql(no_style(), models):
+                cursor.execute(sql)
+        cls.output = seed(customers=cls.CUSTOMERS, days=cls.DAYS, seed=SEED)
+        cls.campaign = Campaign.objects.get(name=campaign_demo.DEMO_CAMPAIGN)
+        cls.creatives = dict(Creative.objects.filter(campaign=cls.campaign).values_list("name", "pk"))
+
+    def by_creative(self, rows) -> dict[str, int]:
+        names = {pk: name for name, pk in self.creatives.items()}
+        return {names[creative_id]: n for creative_id, n in Counter(rows).items()}
+
+    def test_the_campaign_went_out_to_its_audience_with_a_holdout(self):
+        campaign = self.campaign
+        launched_at = (timezone.now() - timedelta(days=28)).replace(hour=9, minute=0, second=0, microsecond=0)
+        self.assertEqual(campaign.status, Campaign.Status.COMPLETED)
+        self.assertLess(abs(campaign.launched_at - launched_at), timedelta(minutes=5))
+        self.assertEqual(campaign.finished_at, campaign.launched_at + timedelta(minutes=2))
+        self.assertEqual(list(campaign.audience.values_list("name", flat=True)), [campaign_demo.SPRING_AUDIENCE])
+        self.assertEqual(list(self.creatives), ["A", "B"])
+        channel = Channel.objects.get(name=campaign_demo.DEMO_CHANNEL)
+        self.assertEqual(
+            (channel.kind, channel.backend, channel.cost_per_message), ("email", "default", Decimal("0.001"))
+        )
+
+        messages = Message.objects.filter(campaign=campaign)
+        members = set(
+            SegmentMembership.objects.filter(segment__name=campaign_demo.SPRING_AUDIENCE).values_list(
+                "customer_id", flat=True
+            )
+        )
+        self.assertEqual(set(messages.values_list("customer_id", flat=True)), members)
+        self.assertEqual(len(members), sum(self.SENT.values()) + sum(self.HELD_OUT.values()))
+        sent = messages.filter(status=Message.Status.SENT)
+        held = messages.filter(status=Message.Status.HELD_OUT)
+        self.assertEqual(self.by_creative(sent.values_list("creative_id", flat=True)), self.SENT)
+        self.assertEqual(self.by_creative(held.values_list("creative_id", flat=True)), self.HELD_OUT)
+        self.assertEqual(messages.count(), sent.count() + held.count())  # nothing queued, failed or suppressed
+        # As the weighted policy logs its picks: two creatives of weight 1, a fixed channel.
+        self.assertEqual(
+            set(messages.values_list("policy", "probability", "channel_id")), {("fixed/weighted", 0.5, channel.pk)}
+        )
+        self.assertEqual(
+            set(json.dumps(f, sort_keys=True) for f in messages.values_list("features", flat=True)),
+            {'{"channel": {}, "creative": {}}'},
+        )
+        self.assertEqual(set(sent.values_list("sent_at", flat=True)), {campaign.finished_at})
+        self.assertEqual(set(sent.values_list("cost", flat=True)), {Decimal("0.001")})
+        self.assertFalse(sent.exclude(recipient__contains="@example.").exists())
+        self.assertEqual(
+            CampaignRun.objects.get(campaign=campaign).counts,
+            {"audience": 302, "eligible": 302, "held_out": 27, "queued": 275, "suppressed": {}},
+        )
+
+    def test_each_message_has_its_exposure_touchpoint_as_launch_and_send_write_it(self):
+        touchpoints = Touchpoint.objects.filter(campaign_id=self.campaign.pk)
+        messages = {
+            m["id"]: m
+            for m in Message.objects.filter(campaign=self.campaign).values(
+                "id", "customer_id", "creative_id", "status", "run_id", "channel_id", "sent_at"
+            )
+        }
+        exposures = touchpoints.filter(kind__in=["sent", "held_out"])
+        self.assertEqual(exposures.count(), len(messages))
+        for t in exposures.values():
+            m = messages[t["message_id"]]
+            self.assertEqual(t["kind"], m["status"])
+            self.assertEqual(t["event_id"], f"{m['status']}:{m['id']}")
+            self.assertEqual(
+                (t["customer_id"], t["creative_id"], t["channel"]), (m["customer_id"], m["creative_id"], "email")
+            )
+            self.assertEqual(
+                t["properties"],
+                {
+                    "run_id": m["run_id"],
+                    "channel_id": m["channel_id"],
+                    "policy": "fixed/weighted",
+                    "probability": 0.5,
+                    "features": {"channel": {}, "creative": {}},
+                },
+            )
+            self.assertEqual(t["occurred_at"], m["sent_at"] or self.campaign.launched_at)
+
+        # Opens and clicks only for sent messages, once each, after the send, as tracking names them.
+        kinds = Counter(touchpoints.values_list("kind", flat=True))
+        self.assertEqual(
+            kinds,
+            {
+                "sent": sum(self.SENT.values()),
+                "held_out": sum(self.HELD_OUT.values()),
+                "open": sum(self.OPENS.values()),
+                "click": sum(self.CLICKS.values()),
+            },
+        )
+        self.assertEqual(
+            self.by_creative(touchpoints.filter(kind="open").values_list("creative_id", flat=True)), self.OPENS
+        )
+        self.assertEqual(
+            self.by_creative(touchpoints.filter(kind="click").values_list("creative_id", flat=True)), self.CLICKS
+        )
+        for t in touchpoints.filter(kind__in=["open", "click"]).values():
+            m = messages[t["message_id"]]
+            self.assertEqual(m["status"], "sent")
+            self.assertGreater(t["occurred_at"], m["sent_at"])
+            expected = f"open:{m['id']}" if t["kind"] == "open" else click_event_id(m["id"], campaign_demo.SHOP_URL)
+            self.assertEqual(t["event_id"], expected)
+        clicked = set(touchpoints.filter(kind="click").values_list("message_id", flat=True))
+        opened = set(touchpoints.filter(kind="open").values_list("message_id", flat=True))
+        self.assertLessEqual(clicked, opened)
+
+    def test_the_campaign_orders_are_discounted_real_baskets_after_a_click(self):
+        lines = Touchpoint.objects.filter(kind="purchase", order_id__startswith="demo-7-spring-")
+        self.assertEqual(lines.count(), self.CAMPAIGN_ORDER_LINES)
+        self.assertEqual(lines.values("order_id").distinct().count(), self.CAMPAIGN_ORDERS)
+        self.assertEqual(lines.exclude(event_id__startswith="demo-7-spring-").count(), 0)
+        prices = dict(Product.objects.values_list("sku", "price"))
+        real = {frozenset(basket) for basket in demo.load_baskets()}
+        clicks = dict(
+            Touchpoint.objects.filter(campaign_id=self.campaign.pk, kind="click").values_list(
+                "customer_id", "occurred_at"
+            )
+        )
+        orders: dict[str, set] = defaultdict(set)
+        for order_id, sku, customer_id, at, revenue, props in lines.values_list(
+            "order_id", "sku", "customer_id", "occurred_at", "revenue", "properties"
+        ):
+            orders[order_id].add(sku)
+            self.assertGreater(at, clicks[customer_id])  # every buyer clicked first
+            self.assertLessEqual(at, self.campaign.finished_at + timedelta(days=7))
+            self.assertEqual(props["promo_code"], "SPRING15")
+            unit = (prices[sku] * Decimal("0.85")).quantize(Decimal("0.01"))
+            self.assertEqual(revenue, unit * props["quantity"])
+        self.assertTrue(all(any(skus <= basket for basket in real) for skus in orders.values()))
+
+    def test_the_campaign_shows_a_positive_lift_and_b_beats_a(self):
+        totals = campaign_outcome_totals(self.campaign.pk, goal_kind="purchase", window_days=7)
+        self.assertEqual((totals["treated"]["customers"], totals["control"]["customers"]), (275, 27))
+        self.assertEqual((totals["treated"]["converted"], totals["control"]["converted"]), (53, 2))
+        roi = campaign_roi(self.campaign.pk)
+        self.assertGreater(roi["lift"]["conversion_rate"]["absolute"], 0)
+        self.assertGreater(roi["lift"]["revenue_per_customer"]["absolute"], 0)
+        self.assertEqual(
+            {row["label"]: (row["sends"], row["conversions"]) for row in roi["by_creative"]},
+            {"A (email)": (140, 20), "B (email)": (135, 33)},
+        )
+        self.assertEqual(roi["cost"], "25.2750")  # fixed 25 + 275 messages at 0.001
+
+    def test_the_draft_thompson_campaign_launches(self):
+        draft = Campaign.objects.get(name=campaign_demo.DEMO_DRAFT)
+        self.assertEqual((draft.status, draft.creative_policy), (Campaign.Status.DRAFT, {"type": "thompson"}))
+        self.assertEqual(list(draft.audience.values_list("name", flat=True)), [campaign_demo.DEMO_AUDIENCE])
+        run = run_launch(draft.pk, "launch")
+        messages = Message.objects.filter(campaign=draft)
+        self.assertEqual(messages.count(), run.counts["eligible"])
+        self.assertEqual(run.counts["eligible"], run.counts["held_out"] + run.counts["queued"])
+        self.assertEqual(
+            run.counts["eligible"],
+            SegmentMembership.objects.filter(segment__name=campaign_demo.DEMO_AUDIENCE).count(),
+        )
+        self.assertEqual(set(messages.values_list("policy", flat=True)), {"fixed/thompson"})
+        self.assertFalse(messages.filter(probability__isnull=True).exists())
+
+    def test_the_funnels_and_recommendations_are_ready(self):
+        self.assertEqual(
+            list(Funnel.objects.order_by("pk").values_list("name", flat=True)),
+            [analytics_demo.WEB_FUNNEL, analytics_demo.CAMPAIGN_FUNNEL],
+        )
+        web = Funnel.objects.get(name=analytics_demo.WEB_FUNNEL).spec
+        self.assertEqual(
+            (web["steps"], web["window"], web["order"], web["last_days"]),
+            ([{"kind": "visit"}, {"kind": "add_to_cart"}, {"kind": "purchase"}], {"days": 7}, "ordered", 90),
+        )
+        result = funnel_compute(Funnel.objects.get(name=analytics_demo.CAMPAIGN_FUNNEL).spec)
+        self.assertEqual(
+            [step["customers"] for step in result["steps"]],
+            [sum(self.SENT.values()), sum(self.OPENS.values()), sum(self.CLICKS.values()), self.CAMPAIGN_ORDERS],
+        )
+        version = ModelVersion.objects.get(task=ModelVersion.Task.RECOMMENDATIONS)
+        self.assertEqual(registry.champion_id(ModelVersion.Task.RECOMMENDATIONS), version.pk)
+        customer = Customer.objects.order_by("pk").first()
+        self.assertEqual(len(recommendations_for([customer.pk], 3)[customer.pk]), 3)
+
+    def test_seeding_again_adds_nothing(self):
+        def counts() -> dict:
+            return {
+                "touchpoints": Touchpoint.objects.count(),
+                "messages": Message.objects.count(),
+                "campaigns": list(Campaign.objects.order_by("pk").values_list("name", "status")),
+                "channels": Channel.objects.count(),
+                "creatives": Creative.objects.count(),
+                "funnels": Funnel.objects.count(),
+                "recommendations": ModelVersion.objects.filter(task=ModelVersion.Task.RECOMMENDATIONS).count(),
+            }
+
+        before = counts()
+        seed(customers=self.CUSTOMERS, days=self.DAYS, seed=SEED)
+        self.assertEqual(counts(), before)
 
 
 NOW = datetime(2026, 11, 22, 18, 30, tzinfo=UTC)
