@@ -353,8 +353,9 @@ class Message(models.Model):
             models.UniqueConstraint(fields=["campaign", "run", "customer"], name="message_once_per_run"),
         ]
         indexes = [
-            # What senders claim: due queued messages, oldest first.
-            models.Index(fields=["not_before"], name="message_due", condition=Q(status="queued")),
+            # What senders claim: due queued messages, oldest first, then by id (a fixed
+            # order among messages due at the same instant, read from the index unsorted).
+            models.Index(fields=["not_before", "id"], name="message_due", condition=Q(status="queued")),
             # Leases to reconcile.
             models.Index(fields=["lease_until"], name="message_sending", condition=Q(status="sending")),
             models.Index(fields=["campaign", "status"], name="message_campaign_status"),
