@@ -14,13 +14,13 @@ here, then filter the time inside the index; the campaign's first/last exposure 
 longer a probe (marketing.outcomes.exposure_span scans; the ROI takes the span from its
 own exposures).
 
-On PostgreSQL the new index is built CONCURRENTLY before the old one is dropped
-(CONCURRENTLY too), so ingest is never blocked and no query is left without an index
-meanwhile; hence a non-atomic migration. SQLite (tests) gets the plain statements
-(without INCLUDE, which it does not know)."""
+Swapped without blocking writes (marketing.indexes.index_swap; hence a non-atomic
+migration)."""
 
 from django.db import migrations, models
 from django.db.models import Q
+
+from marketing.indexes import index_swap
 
 NEW = models.Index(
     fields=["campaign_id", "kind", "customer", "occurred_at", "id"],
@@ -35,43 +35,9 @@ OLD = models.Index(
 )
 
 
-def _swap(apps, schema_editor, add: models.Index, remove: models.Index) -> None:
-    model = apps.get_model("marketing", "Touchpoint")
-    if schema_editor.connection.vendor == "postgresql":
-        quote = schema_editor.quote_name
-        table = quote(model._meta.db_table)
-        columns = ", ".join(quote(model._meta.get_field(name).column) for name in add.fields)
-        include = ", ".join(quote(model._meta.get_field(name).column) for name in add.include)
-        schema_editor.execute(
-            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {quote(add.name)} ON {table} ({columns})"
-            + (f" INCLUDE ({include})" if include else "")
-            + f" WHERE {quote('campaign_id')} IS NOT NULL"
-        )
-        schema_editor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote(remove.name)}")
-        return
-    schema_editor.add_index(model, add)
-    schema_editor.remove_index(model, remove)
-
-
-def forwards(apps, schema_editor) -> None:
-    _swap(apps, schema_editor, NEW, OLD)
-
-
-def backwards(apps, schema_editor) -> None:
-    _swap(apps, schema_editor, OLD, NEW)
-
-
 class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [("marketing", "0009_touchpoint_report_indexes")]
 
-    operations = [
-        migrations.SeparateDatabaseAndState(
-            state_operations=[
-                migrations.RemoveIndex(model_name="touchpoint", name="touchpoint_campaign_kind"),
-                migrations.AddIndex(model_name="touchpoint", index=NEW),
-            ],
-            database_operations=[migrations.RunPython(forwards, backwards)],
-        )
-    ]
+    operations = [index_swap("marketing", "touchpoint", add=NEW, remove=OLD)]
