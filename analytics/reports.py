@@ -12,9 +12,10 @@ parameters, status, result and duration.
   funnels and attribution over at most REPORT_SYNC_MAX_DAYS days. Larger ones are queued
   as a Celery task (analytics.tasks.report_run_compute, after commit) and the caller
   polls the run's status URL.
-- Every computation runs in one transaction with SET LOCAL statement_timeout =
-  REPORT_STATEMENT_TIMEOUT_MS (PostgreSQL); a failure (timeout included) is stored on the
-  run with its error, and the run's status says `failed`.
+- Every statement of a computation runs with SET LOCAL statement_timeout =
+  REPORT_STATEMENT_TIMEOUT_MS (PostgreSQL; analytics.db.report_timeout), on every
+  connection it uses; a failure (timeout included) is stored on the run with its error,
+  and the run's status says `failed`.
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ def report_run_execute(run_id: int) -> ReportRun:
     """Compute a queued run and store its result or error. Idempotent by run id: a run
     that is not queued (already running elsewhere, done or failed) is returned as it is;
     the conditional UPDATE lets exactly one caller take it."""
-    from analytics.db import report_session
+    from analytics.db import report_timeout
 
     started = timezone.now()
     taken = ReportRun.objects.filter(pk=run_id, status=Status.QUEUED).update(status=Status.RUNNING, started_at=started)
@@ -247,7 +248,9 @@ def report_run_execute(run_id: int) -> ReportRun:
         return run
     clock = time.perf_counter()
     try:
-        with report_session(settings.REPORT_STATEMENT_TIMEOUT_MS):
+        # Every report session of the computation (on any connection) gets the timeout; no
+        # transaction around it, so a report may run its parts on several connections.
+        with report_timeout(settings.REPORT_STATEMENT_TIMEOUT_MS):
             result = compute(run.kind, run.params)
     except Exception as error:  # stored on the run: a failed report must say why, not vanish
         run.status, run.error, run.result = Status.FAILED, _error_text(error), None

@@ -26,14 +26,16 @@ What is measured (goal kind and window: the campaign's unless overridden):
   by the channel/creative of each treated customer's first send; the holdout has neither,
   so breakdowns carry no lift.
 
-The work is one statement over marketing.outcomes.outcome_ctes_sql (the outcome join as
-CTEs, bounded to the campaign's span so the goal kind is read through its time index),
-returning a few dozen aggregate rows: per (group, channel, creative) the customers,
-converted customers, orders, revenue and its sum of squares (what Welch's t needs), the
-sends per (day, channel, creative), and the treated group's conversions and refunds per
-day; plus one over the campaign's messages for their cost. It runs in a report session
-(analytics.db: no JIT, hash joins, more work_mem). bench/reports.py (b) times it on a
-campaign with a million messages.
+The work is one statement per customer range over marketing.outcomes.outcome_ctes_sql
+(the outcome join as CTEs, bounded to the campaign's span so the goal kind is read through
+its index), returning a few dozen aggregate rows: per (group, channel, creative) the
+customers, converted customers, orders, revenue and its sum of squares (what Welch's t
+needs), the sends per (day, channel, creative), and the treated group's conversions and
+refunds per day; plus one over the campaign's messages for their cost. Every figure is a
+sum over customers, so disjoint customer ranges add up: the ranges (2 per connection) and
+the cost run at once on REPORT_PARALLELISM connections over one snapshot
+(analytics.db.run_parts), each in a report session (no JIT, no nested loops, more
+work_mem). bench/reports.py (b) times it on a campaign with a million messages.
 """
 
 from __future__ import annotations
@@ -41,13 +43,15 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import partial
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection
 from django.utils.dateparse import parse_datetime
 
-from analytics.db import report_session
+from analytics.db import parallel_connections, run_parts
 from analytics.stats import Moments, compare_proportions, welch
 from campaigns.models import Campaign, Channel, Creative, Message
 from marketing.errors import NotFound
@@ -56,6 +60,9 @@ from marketing.outcomes import outcome_ctes_sql
 
 _PLACES = Decimal("0.0001")
 GROUPS = ("treated", "control")
+# Customer ranges per connection: more parts than connections, so that a range with more
+# of the campaign's customers than the others does not hold the report back alone.
+RANGES_PER_CONNECTION = 2
 
 
 def money(value) -> Decimal:
@@ -91,7 +98,9 @@ def _fetch(sql: str, params: list) -> list[tuple]:
         return cursor.fetchall()
 
 
-def _report_rows(campaign_id: int, goal_kind: str, window_days: int, tz: str) -> list[tuple]:
+def _report_rows(
+    campaign_id: int, goal_kind: str, window_days: int, tz: str, customers: tuple[int, int] | None = None
+) -> list[tuple]:
     """One statement over the outcome join's CTEs, its parts tagged by the first column
     (then grp, channel, creative_id, day bucket, values):
     'x': per (group, first send's channel/creative): customers, clicked, opened;
@@ -105,20 +114,28 @@ def _report_rows(campaign_id: int, goal_kind: str, window_days: int, tz: str) ->
     # window) taken from the exposures in the statement itself: a separate exposure_span
     # would read the campaign's index once more.
     ctes, cte_params = outcome_ctes_sql(
-        campaign_id, goal_kind=goal_kind, window_days=window_days, flags=("click", "open"), bound_by_exposures=True
+        campaign_id,
+        goal_kind=goal_kind,
+        window_days=window_days,
+        flags=("click", "open"),
+        bound_by_exposures=True,
+        customers=customers,
     )
+    within, within_params = "", []
+    if customers is not None:
+        within, within_params = " AND customer_id >= %s AND customer_id < %s", [int(customers[0]), int(customers[1])]
     day, day_params = _local_day_sql("occurred_at", tz)
     sql = f"""
         {ctes}
-        SELECT 'x', grp, channel, creative_id, CAST(NULL AS DATE), COUNT(*), SUM(has_click), SUM(has_open), NULL, NULL
-        FROM exposure GROUP BY grp, channel, creative_id
+        SELECT 'x', grp, channel, creative_id, CAST(NULL AS DATE), customers, with_click, with_open, NULL, NULL
+        FROM exposure_groups
         UNION ALL
         SELECT 'c', grp, channel, creative_id, CAST(NULL AS DATE), COUNT(*), SUM(conversions), SUM(revenue),
                SUM(revenue * revenue), SUM(has_click)
         FROM converted GROUP BY grp, channel, creative_id
         UNION ALL
         SELECT 's', NULL, channel, creative_id, {day}, COUNT(*), NULL, NULL, NULL, NULL
-        FROM {table} WHERE campaign_id = %s AND kind = 'sent'
+        FROM {table} WHERE campaign_id = %s AND kind = 'sent'{within}
         GROUP BY channel, creative_id, {day}
         UNION ALL
         SELECT 'd', NULL, NULL, NULL, {day}, COUNT(DISTINCT CAST(customer_id AS TEXT) || conversion_key),
@@ -130,8 +147,39 @@ def _report_rows(campaign_id: int, goal_kind: str, window_days: int, tz: str) ->
         FROM refund WHERE grp = 'treated'
         GROUP BY {day}
     """
-    params = [*cte_params, *day_params, campaign_id, *day_params, *day_params, *day_params, *day_params, *day_params]
+    params = [
+        *cte_params,
+        *day_params,
+        campaign_id,
+        *within_params,
+        *day_params,
+        *day_params,
+        *day_params,
+        *day_params,
+        *day_params,
+    ]
     return _fetch(sql, params)
+
+
+def _customer_ranges(campaign_id: int, parts: int) -> list[tuple[int, int] | None]:
+    """The campaign's exposed customers' ids split into `parts` ranges [low, high) of equal
+    width (ids are dense, and an audience spreads over them), or [None] (one part, every
+    customer) for one part or a campaign without exposures. The lowest and highest ids are
+    four index probes of the campaign index, one per end and kind."""
+    if parts < 2:
+        return [None]
+    table = connection.ops.quote_name(Touchpoint._meta.db_table)
+    ends = " UNION ALL ".join(
+        f"SELECT (SELECT {edge}(customer_id) FROM {table} WHERE campaign_id = %s AND kind = '{kind}')"
+        for edge in ("MIN", "MAX")
+        for kind in ("sent", "held_out")
+    )
+    found = [value for (value,) in _fetch(ends, [campaign_id] * 4) if value is not None]
+    if not found:
+        return [None]
+    low, high = min(found), max(found) + 1
+    edges = sorted({low + (high - low) * i // parts for i in range(parts)} | {high})
+    return list(pairwise(edges))
 
 
 def _cost_rows(campaign_id: int) -> list[tuple]:
@@ -217,9 +265,13 @@ def campaign_roi(campaign_id: int, *, goal: str | None = None, window_days: int 
     sends_by_channel: dict[str, int] = defaultdict(int)
     sends_by_creative: dict[int | None, int] = defaultdict(int)
     daily: dict[date, dict] = defaultdict(lambda: {"sends": 0, "conversions": 0, "revenue": Decimal(0)})
-    with report_session(hash_joins=True):
-        rows = _report_rows(campaign.pk, goal_kind, window, tz_name)
-        cost_rows = _cost_rows(campaign.pk)
+    # The customers split into ranges computed at once on several connections over one
+    # snapshot (analytics.db.run_parts), the message costs beside them; every part's rows
+    # are additive, so they are simply summed below.
+    ranges = _customer_ranges(campaign.pk, RANGES_PER_CONNECTION * parallel_connections())
+    parts = [partial(_report_rows, campaign.pk, goal_kind, window, tz_name, customers) for customers in ranges]
+    *range_rows, cost_rows = run_parts([*parts, partial(_cost_rows, campaign.pk)], hash_joins=True)
+    rows = [row for part_rows in range_rows for row in part_rows]
     for part, grp, channel, creative_id, bucket, *values in rows:
         if part in ("x", "c"):
             targets = [groups[grp]]

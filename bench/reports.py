@@ -7,7 +7,8 @@
     of every row is read as the funnel must): the machine's limit, and the ratio funnel /
     scan. Then, once each and not against a goal, the same funnel in `any` and `strict`
     order and broken down by channel;
-(b) ROI + lift for the one campaign with 1M messages (measure_roi, below); goal <= 2 s.
+(b) ROI + lift for the one campaign with 1M messages (measure_roi, below); goal <= 2 s. It
+    runs on REPORT_PARALLELISM connections (default 2; REPORT_PARALLELISM=1 for one).
 
     python bench/reports.py [--customers 1000000] [--touchpoints 10000000] \
                             [--part all|funnel|roi] [--repeat 3] [--explain]
@@ -638,6 +639,8 @@ def measure_roi(conn_info: str, campaign_id: int, repeat: int = 3) -> dict:
     Times analytics.roi.campaign_roi (what the API and the report task call: the outcome
     join's aggregates, the sends, the daily series and the message costs), best of
     `repeat`, beside the raw one-read time of its rows from the same run."""
+    from django.conf import settings
+
     from analytics.roi import campaign_roi
     from campaigns.models import Campaign
 
@@ -681,7 +684,8 @@ def measure_roi(conn_info: str, campaign_id: int, repeat: int = 3) -> dict:
     print(f"  daily: {len(report['daily'])} days; by creative: {len(report['by_creative'])} rows")
     print(
         f"  campaign_roi: best {roi_s:.2f} s of {', '.join(f'{s:.2f}' for s in runs)} "
-        f"(median {statistics.median(runs):.2f} s); goal 2 s -> {roi_s / 2:.2f} of the goal",
+        f"(median {statistics.median(runs):.2f} s; REPORT_PARALLELISM={settings.REPORT_PARALLELISM} connections); "
+        f"goal 2 s -> {roi_s / 2:.2f} of the goal",
         flush=True,
     )
     print(
@@ -691,7 +695,8 @@ def measure_roi(conn_info: str, campaign_id: int, repeat: int = 3) -> dict:
     )
     summary = (
         f"ROI + lift for {treated['customers'] + control['customers']:,} exposed customers "
-        f"({report['sends']:,} sends): {roi_s:.2f} s (goal 2 s: {roi_s / 2:.2f}); raw read of its {rows:,} rows "
+        f"({report['sends']:,} sends): {roi_s:.2f} s on {settings.REPORT_PARALLELISM} connections "
+        f"(median {statistics.median(runs):.2f} s; goal 2 s: {roi_s / 2:.2f}); raw read of its {rows:,} rows "
         f"{scan_s:.2f} s (ROI / scan {roi_s / scan_s:.1f}); lift {_pp(rate['absolute'])} "
         f"[{_pp(rate['ci_low'])}, {_pp(rate['ci_high'])}]"
     )

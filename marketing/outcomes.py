@@ -197,6 +197,7 @@ def outcome_ctes_sql(
     until: datetime | None = None,
     flags: tuple[str, ...] = (),
     bound_by_exposures: bool = False,
+    customers: tuple[int, int] | None = None,
 ) -> tuple[str, list]:
     """`outcomes_sql`'s definition as common table expressions that aggregate queries (ROI,
     lift, daily series) build on with their own final SELECT: a "WITH ..." prefix and its
@@ -214,11 +215,18 @@ def outcome_ctes_sql(
     taken from the exposures inside the statement (first exposure, last exposure +
     window), where `exposure_span` would cost a pass over the campaign's index. `flags`:
     touchpoint kinds (e.g. click, open) carrying the campaign whose presence per customer
-    is wanted (columns has_<kind>, 0 or 1), read in the same pass.
+    is wanted (columns has_<kind>, 0 or 1), read in the same pass. `customers`: (low, high),
+    only customers with low <= id < high (every read restricted by the index's customer
+    column): disjoint ranges partition the answer, so parts of one report can run on
+    several connections at once (analytics.db.run_parts) and their aggregates add up.
 
     - exposure(customer_id, grp, exposure_at, channel, creative_id, has_<flag>...): each
       exposed customer once; for the treated, channel and creative of their first send
       (null for the control).
+    - exposure_groups(grp, channel, creative_id, customers, with_<flag>..., first_at,
+      last_at): the exposures per group and first send's channel and creative: customers,
+      those with each flag, first and last exposure (one pass over the exposures serves
+      both a report's counts and the span).
     - goal(customer_id, grp, exposure_at, channel, creative_id, has_<flag>..., occurred_at, order_id,
       conversion_key, revenue): the goal touchpoints in each customer's window, with the
       customer's exposure columns; conversion_key 'o:<order>' or 'e:<event>'.
@@ -237,8 +245,12 @@ def outcome_ctes_sql(
     end, end_params = _window_end("x.exposure_at", window_days)
     order_end, _ = _window_end("o.exposure_at", window_days)
     flag_names = "".join(f", has_{flag}" for flag in flags)
-    first, first_params = _first_exposure_sql(table, campaign_id, flags)
+    flag_sums = "".join(f", SUM(has_{flag}) AS with_{flag}" for flag in flags)
+    first, first_params = _first_exposure_sql(table, campaign_id, flags, customers)
     bounds, bound_params = "", []
+    if customers is not None:
+        bounds += " AND {alias}.customer_id >= %s AND {alias}.customer_id < %s"
+        bound_params += [int(customers[0]), int(customers[1])]
     if since is not None:
         bounds += " AND {alias}.occurred_at > %s"
         bound_params.append(connection.ops.adapt_datetimefield_value(since))
@@ -248,12 +260,18 @@ def outcome_ctes_sql(
     span, span_params = "", []
     if bound_by_exposures:
         last_end, span_params = _window_end("last_at", window_days)
-        span = "span AS (SELECT MIN(exposure_at) AS first_at, MAX(exposure_at) AS last_at FROM exposure),"
+        # From the per-group summary (a few rows) rather than another pass over the exposures.
+        span = "span AS (SELECT MIN(first_at) AS first_at, MAX(last_at) AS last_at FROM exposure_groups),"
         bounds += " AND {alias}.occurred_at > (SELECT first_at FROM span)"
         bounds += f" AND {{alias}}.occurred_at <= (SELECT {last_end} FROM span)"
         bound_params += span_params
     sql = f"""
         WITH exposure AS ({first}),
+        exposure_groups AS (
+            SELECT grp, channel, creative_id, COUNT(*) AS customers{flag_sums},
+                   MIN(exposure_at) AS first_at, MAX(exposure_at) AS last_at
+            FROM exposure GROUP BY grp, channel, creative_id
+        ),
         {span}
         goal AS (
             SELECT x.customer_id, x.grp, x.exposure_at, x.channel, x.creative_id{flag_names.replace(", ", ", x.")},
@@ -293,11 +311,19 @@ def outcome_ctes_sql(
     return sql, params
 
 
-def _first_exposure_sql(table: str, campaign_id: int, flags: tuple[str, ...]) -> tuple[str, list]:
+def _first_exposure_sql(
+    table: str, campaign_id: int, flags: tuple[str, ...], customers: tuple[int, int] | None = None
+) -> tuple[str, list]:
     """The `exposure` CTE's SELECT (customer_id, grp, exposure_at, channel, creative_id,
     has_<flag>...): each exposed customer's first `sent`/`held_out` touchpoint, the
     earliest, `sent` before `held_out` at the same instant and the lowest id among sends at
-    the same instant (as in outcomes_sql)."""
+    the same instant (as in outcomes_sql). `customers`: (low, high), only customers with
+    low <= id < high."""
+    # Every read of the campaign's touchpoints is restricted the same way: the campaign
+    # index's customer column bounds the range scan.
+    within, within_params = "", []
+    if customers is not None:
+        within, within_params = " AND customer_id >= %s AND customer_id < %s", [int(customers[0]), int(customers[1])]
     if connection.vendor != "postgresql":
         # One sort of the campaign's touchpoints per customer: exposures first, earliest
         # first, `sent` before `held_out` at the same instant, so each customer's first row
@@ -319,12 +345,12 @@ def _first_exposure_sql(table: str, campaign_id: int, flags: tuple[str, ...]) ->
             FROM (SELECT customer_id, kind, occurred_at, channel, creative_id{flag_windows},
                          ROW_NUMBER() OVER w AS n
                   FROM {table}
-                  WHERE campaign_id = %s AND kind IN ({kinds})
+                  WHERE campaign_id = %s AND kind IN ({kinds}){within}
                   WINDOW w AS (PARTITION BY customer_id ORDER BY {order}
                                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) r
             WHERE n = 1 AND kind IN ('sent', 'held_out')
         """
-        return sql, [campaign_id]
+        return sql, [campaign_id, *within_params]
     # PostgreSQL: no sort and no hash. The campaign index (campaign_id, kind, customer_id,
     # occurred_at, id) INCLUDE (channel, creative_id) hands each kind's touchpoints over in
     # customer order, index-only: the first send per customer is a DISTINCT ON over that
@@ -333,12 +359,12 @@ def _first_exposure_sql(table: str, campaign_id: int, flags: tuple[str, ...]) ->
     # the full join's COALESCE(customer) would hash a million rows). The window above
     # sorted the campaign's 1.3M touchpoints per report: 1.9 s of bench/reports.py's ROI.
     treated = "s.customer_id IS NOT NULL AND (h.customer_id IS NULL OR s.occurred_at <= h.occurred_at)"
-    flag_params = [campaign_id for _ in flags]
+    flag_params = [param for _ in flags for param in (campaign_id, *within_params)]
 
     def flagged(alias: str) -> tuple[str, str]:
         columns = "".join(f", CASE WHEN f_{flag}.customer_id IS NULL THEN 0 ELSE 1 END AS has_{flag}" for flag in flags)
         joins = "".join(
-            f" LEFT JOIN (SELECT DISTINCT customer_id FROM {table} WHERE campaign_id = %s AND kind = '{flag}')"
+            f" LEFT JOIN (SELECT DISTINCT customer_id FROM {table} WHERE campaign_id = %s AND kind = '{flag}'{within})"
             f" f_{flag} ON f_{flag}.customer_id = {alias}.customer_id"
             for flag in flags
         )
@@ -355,15 +381,15 @@ def _first_exposure_sql(table: str, campaign_id: int, flags: tuple[str, ...]) ->
                CASE WHEN {treated} THEN s.creative_id END AS creative_id{either}
         FROM (SELECT s0.customer_id, s0.occurred_at, s0.channel, s0.creative_id{sent_flags}
               FROM (SELECT DISTINCT ON (customer_id) customer_id, occurred_at, channel, creative_id
-                    FROM {table} WHERE campaign_id = %s AND kind = 'sent'
+                    FROM {table} WHERE campaign_id = %s AND kind = 'sent'{within}
                     ORDER BY customer_id, occurred_at, id) s0{sent_joins}) s
         FULL JOIN (SELECT h0.customer_id, h0.occurred_at{held_flags}
                    FROM (SELECT customer_id, MIN(occurred_at) AS occurred_at
-                         FROM {table} WHERE campaign_id = %s AND kind = 'held_out'
+                         FROM {table} WHERE campaign_id = %s AND kind = 'held_out'{within}
                          GROUP BY customer_id) h0{held_joins}) h
             ON h.customer_id = s.customer_id
     """
-    return sql, [campaign_id, *flag_params, campaign_id, *flag_params]
+    return sql, [campaign_id, *within_params, *flag_params, campaign_id, *within_params, *flag_params]
 
 
 def exposure_span(campaign_id: int) -> tuple[datetime, datetime] | None:

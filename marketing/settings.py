@@ -191,6 +191,12 @@ REPORT_CACHE_SECONDS = env_int("REPORT_CACHE_SECONDS", 3600)
 REPORT_STATEMENT_TIMEOUT_MS = env_int("REPORT_STATEMENT_TIMEOUT_MS", 600_000)
 REPORT_SYNC_MAX_MESSAGES = env_int("REPORT_SYNC_MAX_MESSAGES", 100_000)
 REPORT_SYNC_MAX_DAYS = env_int("REPORT_SYNC_MAX_DAYS", 31)
+# Connections one report may use at once (PostgreSQL): a campaign's ROI is split by
+# customer into this many parts that run in parallel on one snapshot (analytics.db.run_parts).
+# 1 = one connection. Up to the database server's cores, less what else it must serve.
+REPORT_PARALLELISM = env_int("REPORT_PARALLELISM", 2)
+if REPORT_PARALLELISM < 1:
+    raise ImproperlyConfigured(f"REPORT_PARALLELISM={REPORT_PARALLELISM} must be 1 or more")
 REPORT_NIGHTLY_RECENT_DAYS = env_int("REPORT_NIGHTLY_RECENT_DAYS", 30)
 
 BULK_MAX_BYTES = env_int("BULK_MAX_BYTES", 16 * 1024 * 1024)
