@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
+from itertools import pairwise
 from typing import TypeVar
 
 from django.conf import settings
@@ -80,6 +81,13 @@ def parallel_connections() -> int:
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return 1
     return max(1, int(settings.REPORT_PARALLELISM))
+
+
+def split_range(low: int, high: int, parts: int) -> list[tuple[int, int]]:
+    """[low, high) split into at most `parts` contiguous ranges [a, b) of (nearly) equal
+    width, none empty."""
+    edges = sorted({low + (high - low) * i // parts for i in range(parts)} | {high})
+    return list(pairwise(edges))
 
 
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")

@@ -44,14 +44,13 @@ from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import partial
-from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection
 from django.utils.dateparse import parse_datetime
 
-from analytics.db import parallel_connections, run_parts
+from analytics.db import parallel_connections, run_parts, split_range
 from analytics.stats import Moments, compare_proportions, welch
 from campaigns.models import Campaign, Channel, Creative, Message
 from marketing.errors import NotFound
@@ -177,9 +176,7 @@ def _customer_ranges(campaign_id: int, parts: int) -> list[tuple[int, int] | Non
     found = [value for (value,) in _fetch(ends, [campaign_id] * 4) if value is not None]
     if not found:
         return [None]
-    low, high = min(found), max(found) + 1
-    edges = sorted({low + (high - low) * i // parts for i in range(parts)} | {high})
-    return list(pairwise(edges))
+    return split_range(min(found), max(found) + 1, parts)
 
 
 def _cost_rows(campaign_id: int) -> list[tuple]:

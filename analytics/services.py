@@ -13,7 +13,6 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from analytics.db import report_session
 from analytics.funnels import FunnelSpec, FunnelSpecInvalid, funnel_references, funnel_result, parse_funnel_spec
 from analytics.models import Funnel
 
@@ -32,12 +31,12 @@ def funnel_compute(spec: dict[str, Any] | FunnelSpec) -> dict[str, Any]:
     """The funnel's answer: totals, per step (customers, conversion from the previous and
     the first step, drop-off, median and p90 seconds to convert) and per breakdown value.
     No entered customer is an answer too (zeros, None rates), never an error. On
-    PostgreSQL it runs with report settings (no JIT, more work_mem), in the caller's
-    statement timeout."""
+    PostgreSQL it runs with report settings (no JIT, more work_mem), in the report's
+    statement timeout (analytics.db.report_timeout), and a per-customer funnel without a
+    breakdown in customer ranges on several connections (analytics.funnels.sql)."""
     parsed = spec if isinstance(spec, FunnelSpec) else parse_funnel_spec(spec)
     refs = funnel_references(parsed)
-    with report_session():
-        return funnel_result(parsed, refs)
+    return funnel_result(parsed, refs)
 
 
 def funnel_save(*, name: str, spec: dict[str, Any], description: str = "", funnel: Funnel | None = None) -> Funnel:

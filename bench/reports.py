@@ -7,8 +7,10 @@
     of every row is read as the funnel must): the machine's limit, and the ratio funnel /
     scan. Then, once each and not against a goal, the same funnel in `any` and `strict`
     order and broken down by channel;
-(b) ROI + lift for the one campaign with 1M messages (measure_roi, below); goal <= 2 s. It
-    runs on REPORT_PARALLELISM connections (default 2; REPORT_PARALLELISM=1 for one).
+(b) ROI + lift for the one campaign with 1M messages (measure_roi, below); goal <= 2 s.
+
+Both reports run in customer ranges on REPORT_PARALLELISM connections (default 2; set
+REPORT_PARALLELISM=1 in the environment for one); the raw scans beside them use one.
 
     python bench/reports.py [--customers 1000000] [--touchpoints 10000000] \
                             [--part all|funnel|roi] [--repeat 3] [--explain]
@@ -483,6 +485,8 @@ def raw_scan_seconds() -> tuple[float, int]:
 
 
 def part_funnel(out: dict, args: argparse.Namespace) -> None:
+    from django.conf import settings
+
     from analytics.services import funnel_compute
 
     print(f"\n(a) funnel {json.dumps(FUNNEL_SPEC)}", flush=True)
@@ -495,7 +499,7 @@ def part_funnel(out: dict, args: argparse.Namespace) -> None:
         runs.append(seconds)
     scan_s, rows = min(scans)
     funnel_s = min(runs)
-    out.update(funnel_s=funnel_s, scan_s=scan_s, scan_rows=rows, runs=runs)
+    out.update(funnel_s=funnel_s, scan_s=scan_s, scan_rows=rows, runs=runs, connections=settings.REPORT_PARALLELISM)
     for step in result["steps"]:
         print(
             f"  step {step['step']} {step['kind']}: {step['customers']:,} customers, "
@@ -506,7 +510,8 @@ def part_funnel(out: dict, args: argparse.Namespace) -> None:
         )
     print(
         f"  funnel_compute: best {funnel_s:.2f} s of {', '.join(f'{s:.2f}' for s in runs)} "
-        f"(median {statistics.median(runs):.2f} s); goal 3 s -> {funnel_s / 3:.2f} of the goal",
+        f"(median {statistics.median(runs):.2f} s; {_connections(settings.REPORT_PARALLELISM)}); "
+        f"goal 3 s -> {funnel_s / 3:.2f} of the goal",
         flush=True,
     )
     print(
@@ -527,6 +532,10 @@ def part_funnel(out: dict, args: argparse.Namespace) -> None:
 
         for line in explain(parse_funnel_spec(FUNNEL_SPEC)):
             print(f"    {line}")
+
+
+def _connections(count: int) -> str:
+    return f"{count} connection" + ("" if count == 1 else "s")
 
 
 def _pct(value: float | None) -> str:
@@ -592,7 +601,8 @@ def main() -> int:
     a = results.get("a", {})
     if "funnel_s" in a:
         print(
-            f"(a) 4-step ordered funnel over {touchpoints:,} touchpoints / {customers:,} customers: "
+            f"(a) 4-step ordered funnel over {touchpoints:,} touchpoints / {customers:,} customers "
+            f"on {_connections(a['connections'])}: "
             f"{a['funnel_s']:.2f} s (goal 3 s: {a['funnel_s'] / 3:.2f}); raw one scan of its {a['scan_rows']:,} rows "
             f"{a['scan_s']:.2f} s (funnel / scan {a['funnel_s'] / a['scan_s']:.1f})"
         )
@@ -684,7 +694,7 @@ def measure_roi(conn_info: str, campaign_id: int, repeat: int = 3) -> dict:
     print(f"  daily: {len(report['daily'])} days; by creative: {len(report['by_creative'])} rows")
     print(
         f"  campaign_roi: best {roi_s:.2f} s of {', '.join(f'{s:.2f}' for s in runs)} "
-        f"(median {statistics.median(runs):.2f} s; REPORT_PARALLELISM={settings.REPORT_PARALLELISM} connections); "
+        f"(median {statistics.median(runs):.2f} s; {_connections(settings.REPORT_PARALLELISM)}); "
         f"goal 2 s -> {roi_s / 2:.2f} of the goal",
         flush=True,
     )
@@ -695,7 +705,7 @@ def measure_roi(conn_info: str, campaign_id: int, repeat: int = 3) -> dict:
     )
     summary = (
         f"ROI + lift for {treated['customers'] + control['customers']:,} exposed customers "
-        f"({report['sends']:,} sends): {roi_s:.2f} s on {settings.REPORT_PARALLELISM} connections "
+        f"({report['sends']:,} sends): {roi_s:.2f} s on {_connections(settings.REPORT_PARALLELISM)} "
         f"(median {statistics.median(runs):.2f} s; goal 2 s: {roi_s / 2:.2f}); raw read of its {rows:,} rows "
         f"{scan_s:.2f} s (ROI / scan {roi_s / scan_s:.1f}); lift {_pp(rate['absolute'])} "
         f"[{_pp(rate['ci_low'])}, {_pp(rate['ci_high'])}]"

@@ -1,6 +1,6 @@
 """Reports split into parts that run at once on several connections over one snapshot
-(analytics.db.run_parts), and the ROI report split by customer range
-(analytics.roi._customer_ranges): the same answer as on one connection, exactly.
+(analytics.db.run_parts), and the ROI report and per-customer funnels split by customer
+range: the same answer as on one connection, exactly.
 
 TransactionTestCase: the parts' other connections see only committed data (inside a
 test's transaction run_parts runs everything on the test's connection, which a test
@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import threading
 import time
-from unittest import skipUnless
+from unittest import mock, skipUnless
 
 from django.db import OperationalError, connection, transaction
 from django.test import TransactionTestCase, override_settings
 
 from analytics.db import parallel_connections, report_timeout, run_parts
+from analytics.funnels import sql as funnel_sql
 from analytics.roi import _customer_ranges, campaign_roi
+from analytics.services import funnel_compute
 from marketing.models import Customer, Touchpoint
+from tests import test_funnel_plans as funnel_plans
 from tests import test_roi
 
 
@@ -161,3 +164,39 @@ class RoiInPartsTests(TransactionTestCase):
             [("2026-10-01", 4, 1, "100.0000"), ("2026-10-03", 0, 0, "-20.0000"), ("2026-10-04", 0, 1, "50.0000")],
         )
         self.assertEqual(whole["daily"][0]["date"], test_roi.E.date().isoformat())
+
+
+@skipUnless(postgres(), "several connections over one snapshot are PostgreSQL's (SQLite runs parts one by one)")
+class FunnelInPartsTests(TransactionTestCase):
+    """tests.test_funnel_plans' timelines (ties, the window's edge, repeated and
+    out-of-order steps), committed: a per-customer funnel without a breakdown runs in
+    customer ranges, with the same counts and the same percentiles, to the last digit."""
+
+    def setUp(self) -> None:
+        funnel_plans.build()
+
+    def test_the_funnel_in_parts_is_the_funnel_in_one_statement(self):
+        for order in ("ordered", "any"):
+            body = funnel_plans.spec(order=order)
+            with override_settings(REPORT_PARALLELISM=1):
+                whole = funnel_compute(body)
+            self.assertEqual([step["customers"] for step in whole["steps"]][:2], [7, 6])
+            for parallelism in (2, 3):
+                with self.subTest(order=order, parallelism=parallelism):
+                    with (
+                        override_settings(REPORT_PARALLELISM=parallelism),
+                        mock.patch.object(funnel_sql, "run_parts", wraps=run_parts) as spy,
+                    ):
+                        parts = funnel_compute(body)
+                    self.assertEqual(len(spy.call_args.args[0]), 2 * parallelism)
+                    self.assertEqual(funnel_plans.comparable(parts), funnel_plans.comparable(whole))
+
+    def test_a_breakdown_or_a_filter_keeps_one_statement(self):
+        for body in (
+            funnel_plans.spec(breakdown={"by": "attributes.tier"}),
+            funnel_plans.spec(steps=[{"kind": "visit"}, {"kind": "add_to_cart", "channel": "web"}]),
+        ):
+            with self.subTest(body=body), override_settings(REPORT_PARALLELISM=2):
+                with mock.patch.object(funnel_sql, "run_parts", wraps=run_parts) as spy:
+                    funnel_compute(body)
+                spy.assert_not_called()

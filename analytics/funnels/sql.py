@@ -3,7 +3,11 @@ value), how many reached it and how long it took. One query builder per order mo
 PostgreSQL (everything in one SQL statement: a hash aggregate of step 1's rows for the
 entries, then the later steps' rows hash-joined to them inside each customer's window;
 no sort of the touchpoints, see chain_postgres) and SQLite (the per-customer chains in
-SQL with one correlated lookup per step, the percentiles in Python: SQLite has none).
+SQL with one correlated lookup per step, the percentiles in Python: SQLite has none). A
+funnel whose steps name only kinds, without a breakdown, runs in customer ranges at once
+on REPORT_PARALLELISM connections over one snapshot (analytics.db.run_parts): counts add
+up, the times are gathered and their percentiles taken here with percentile_cont's own
+arithmetic, so the answer is the one statement's to the last digit.
 
 Semantics (the same on both databases; tests/test_funnels.py checks them on both):
 
@@ -43,18 +47,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from math import ceil, floor
 from typing import Any
 
 from django.db import connection
 from django.utils.dateparse import parse_datetime
 
+from analytics.db import parallel_connections, report_session, run_parts, split_range
 from analytics.funnels.spec import FunnelSpec, FunnelStep
 from campaigns.models import SegmentMembership
 from marketing.models import Customer, Product, Touchpoint
 from mlcore.models import CustomerCluster
 
 PERCENTILES = (0.5, 0.9)
+# Customer ranges per report connection for a per-customer funnel (see _entry_ranges).
+RANGES_PER_CONNECTION = 2
 # Session settings of the funnel's transaction (PostgreSQL; SET LOCAL, so they end with it):
 # - work_mem: the entries' hash table (one row per entered customer, ~120 MB for 1M) and
 #   the later steps' join stay in memory;
@@ -357,7 +365,7 @@ def by_customer(spec: FunnelSpec) -> bool:
     )
 
 
-def chain_by_customer(spec: FunnelSpec, p: _Params) -> str:
+def chain_by_customer(spec: FunnelSpec, p: _Params, customers: tuple[int, int] | None = None) -> str:
     """ordered and any on PostgreSQL when the steps name only kinds: everything in
     customer order from the index touchpoint_kind_customer (kind, customer_id,
     occurred_at), which holds every column the funnel reads, so its index-only scans
@@ -365,27 +373,37 @@ def chain_by_customer(spec: FunnelSpec, p: _Params) -> str:
     table of a million customers, no sort (bench/reports.py: 9 s for the join per step
     with hashes, ~2.5 s this way, against ~1.9 s for one plain scan of the rows).
 
-    The entries are a sorted aggregate (MIN per customer) of step 1's scan; each later
+    The entries are the first row per customer of step 1's scan; each later
     step is a merge left join of the chain so far with that step's scan (a sorted
     subquery: OFFSET 0 keeps its ORDER BY, which the index delivers, so the planner
     merges rather than hashes), grouped per customer again (the join keeps customer
     order): ordered takes the first match after the previous step's time, any the first
     match after the entry, both within the entry's window. Same answers as chain_postgres
-    (tests/test_funnels.py runs both)."""
+    (tests/test_funnels.py runs both).
+
+    `customers`: (low, high), only customers with low <= id < high: every scan is then a
+    range of the index's customer column, and disjoint ranges partition the funnel
+    (funnel_stats runs them at once on several connections)."""
     n = len(spec.steps)
     table = _table(Touchpoint)
     date_from, date_to = _instant(p, spec.date_from), _instant(p, spec.date_to)
     range_end = _range_end(p, spec)
+    within = ""
+    if customers is not None:
+        within = f" AND customer_id >= {p.add(int(customers[0]))} AND customer_id < {p.add(int(customers[1]))}"
+    # The entry: each customer's first step-1 row, which the index hands over first (a
+    # DISTINCT ON keeps it: cheaper than a MIN per row over the 4.5M visits of the bench).
     sql = f"""
-        SELECT t.customer_id, MIN(t.occurred_at) AS r1 FROM {table} t
-        WHERE t.kind = {p.add(spec.steps[0].kind)} AND t.occurred_at >= {date_from} AND t.occurred_at < {date_to}
-        GROUP BY t.customer_id
+        SELECT DISTINCT ON (t.customer_id) t.customer_id, t.occurred_at AS r1 FROM {table} t
+        WHERE t.kind = {p.add(spec.steps[0].kind)}{within.replace(" customer_id", " t.customer_id")}
+          AND t.occurred_at >= {date_from} AND t.occurred_at < {date_to}
+        ORDER BY t.customer_id, t.occurred_at
     """
     carried = ["r1"]
     for k in range(2, n + 1):
         after = f"c.{carried[-1]}" if spec.order == "ordered" else "c.r1"
         rows = (
-            f"SELECT customer_id, occurred_at AS at FROM {table} WHERE kind = {p.add(spec.steps[k - 1].kind)} "
+            f"SELECT customer_id, occurred_at AS at FROM {table} WHERE kind = {p.add(spec.steps[k - 1].kind)}{within} "
             f"AND occurred_at > {date_from} AND occurred_at <= {range_end} "
             "ORDER BY customer_id, occurred_at OFFSET 0"
         )
@@ -504,11 +522,13 @@ def funnel_query(spec: FunnelSpec, refs: dict[str, Any]) -> tuple[str, dict[str,
 
 
 def _stats_postgres(spec: FunnelSpec, refs: dict[str, Any]) -> list[GroupStats]:
-    from django.db import transaction
-
+    if by_customer(spec) and spec.breakdown is None:
+        ranges = _entry_ranges(spec, RANGES_PER_CONNECTION * parallel_connections())
+        if len(ranges) > 1:
+            return [_merged_totals(spec, run_parts([partial(_part_totals, spec, customers) for customers in ranges]))]
     n = len(spec.steps)
     sql, params = funnel_query(spec, refs)
-    with transaction.atomic(), connection.cursor() as cursor:
+    with report_session(), connection.cursor() as cursor:
         _settings(cursor, spec)
         cursor.execute(sql, params)
         rows = cursor.fetchall()
@@ -523,6 +543,59 @@ def _stats_postgres(spec: FunnelSpec, refs: dict[str, Any]) -> list[GroupStats]:
             from_first.append(_rounded(previous) if k == 2 else _rounded(times.pop(0)))
         out.append(GroupStats(group, value, merged, counts, from_previous, from_first))
     return _ordered(out)
+
+
+# --- the per-customer plan in customer ranges, on several connections -----------------------------------
+# Counts add up over disjoint customer ranges; percentiles do not, so each part returns its
+# times (seconds, float8 as PostgreSQL computes them) and the percentiles are taken over
+# all of them here, with percentile_cont's own arithmetic: the same figures as one statement.
+
+
+def _entry_ranges(spec: FunnelSpec, parts: int) -> list[tuple[int, int] | None]:
+    """Customer id ranges covering every customer with a step-1 touchpoint (the lowest
+    and highest such id: two probes of the (kind, customer_id, ...) index), or [None]."""
+    if parts < 2:
+        return [None]
+    table = _table(Touchpoint)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT MIN(customer_id) FROM {table} WHERE kind = %s), "
+            f"(SELECT MAX(customer_id) FROM {table} WHERE kind = %s)",
+            [spec.steps[0].kind] * 2,
+        )
+        low, high = cursor.fetchone()
+    return [None] if low is None else split_range(low, high + 1, parts)
+
+
+def _part_totals(spec: FunnelSpec, customers: tuple[int, int]) -> tuple:
+    """One customer range's counts per step, then its times: from the previous step for
+    steps 2..n, from the first for steps 3..n (arrays of seconds; None when nobody)."""
+    n = len(spec.steps)
+    p = _Params()
+    chain = chain_by_customer(spec, p, customers)
+    counts = [f"COUNT(r{k})" for k in range(1, n + 1)]
+
+    def seconds(k: int, origin: int) -> str:
+        return f"ARRAY_AGG(EXTRACT(EPOCH FROM r{k} - r{origin})::float8) FILTER (WHERE r{k} IS NOT NULL)"
+
+    times = [seconds(k, k - 1) for k in range(2, n + 1)] + [seconds(k, 1) for k in range(3, n + 1)]
+    with connection.cursor() as cursor:
+        _settings(cursor, spec)
+        cursor.execute(f"WITH chain AS ({chain}) SELECT {', '.join(counts + times)} FROM chain", p.values)
+        return cursor.fetchone()
+
+
+def _merged_totals(spec: FunnelSpec, rows: list[tuple]) -> GroupStats:
+    n = len(spec.steps)
+    counts = [sum(row[k] for row in rows) for k in range(n)]
+
+    def percentiles(column: int) -> list[float] | None:
+        seconds = sorted(value for row in rows for value in (row[column] or ()))
+        return _rounded([percentile_cont(seconds, q) for q in PERCENTILES]) if seconds else None
+
+    from_previous = [None, *(percentiles(n + k - 2) for k in range(2, n + 1))]
+    from_first = [None, from_previous[1], *(percentiles(2 * n - 1 + k - 3) for k in range(3, n + 1))]
+    return GroupStats("total", None, 0, counts, from_previous, from_first)
 
 
 def _settings(cursor, spec: FunnelSpec) -> None:
