@@ -265,7 +265,8 @@ def campaign_roi(campaign_id: int, *, goal: str | None = None, window_days: int 
     # The customers split into ranges computed at once on several connections over one
     # snapshot (analytics.db.run_parts), the message costs beside them; every part's rows
     # are additive, so they are simply summed below.
-    ranges = _customer_ranges(campaign.pk, RANGES_PER_CONNECTION * parallel_connections())
+    connections = parallel_connections()
+    ranges = _customer_ranges(campaign.pk, RANGES_PER_CONNECTION * connections if connections > 1 else 1)
     parts = [partial(_report_rows, campaign.pk, goal_kind, window, tz_name, customers) for customers in ranges]
     *range_rows, cost_rows = run_parts([*parts, partial(_cost_rows, campaign.pk)], hash_joins=True)
     rows = [row for part_rows in range_rows for row in part_rows]

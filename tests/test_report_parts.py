@@ -15,6 +15,7 @@ from unittest import mock, skipUnless
 from django.db import OperationalError, connection, transaction
 from django.test import TransactionTestCase, override_settings
 
+from analytics import roi
 from analytics.db import parallel_connections, report_timeout, run_parts
 from analytics.funnels import sql as funnel_sql
 from analytics.roi import _customer_ranges, campaign_roi
@@ -149,11 +150,14 @@ class RoiInPartsTests(TransactionTestCase):
         self.assertEqual(_customer_ranges(987654, 4), [None])
 
     def test_the_report_in_parts_is_the_report_on_one_connection(self):
-        with override_settings(REPORT_PARALLELISM=1):
+        with override_settings(REPORT_PARALLELISM=1), mock.patch.object(roi, "run_parts", wraps=run_parts) as spy:
             whole = campaign_roi(self.campaign.pk)
-        for parallelism in (2, 3, 7):
+        self.assertEqual(len(spy.call_args.args[0]), 2)  # one connection: all customers at once, and the cost
+        for parallelism, parts in ((2, 4 + 1), (3, 6 + 1), (7, 7 + 1)):  # 7 customer ids at most
             with self.subTest(parallelism=parallelism), override_settings(REPORT_PARALLELISM=parallelism):
-                self.assertEqual(campaign_roi(self.campaign.pk), whole)
+                with mock.patch.object(roi, "run_parts", wraps=run_parts) as spy:
+                    self.assertEqual(campaign_roi(self.campaign.pk), whole)
+                self.assertEqual(len(spy.call_args.args[0]), parts)
         # The figures are HandBuiltCampaignTests.test_the_report_is_exact's.
         self.assertEqual(
             (whole["sends"], whole["messages_sent"], whole["opens"], whole["clicks"], whole["revenue"], whole["cost"]),
@@ -191,12 +195,13 @@ class FunnelInPartsTests(TransactionTestCase):
                     self.assertEqual(len(spy.call_args.args[0]), 2 * parallelism)
                     self.assertEqual(funnel_plans.comparable(parts), funnel_plans.comparable(whole))
 
-    def test_a_breakdown_or_a_filter_keeps_one_statement(self):
-        for body in (
-            funnel_plans.spec(breakdown={"by": "attributes.tier"}),
-            funnel_plans.spec(steps=[{"kind": "visit"}, {"kind": "add_to_cart", "channel": "web"}]),
+    def test_a_breakdown_a_filter_or_one_connection_keeps_one_statement(self):
+        for body, parallelism in (
+            (funnel_plans.spec(breakdown={"by": "attributes.tier"}), 2),
+            (funnel_plans.spec(steps=[{"kind": "visit"}, {"kind": "add_to_cart", "channel": "web"}]), 2),
+            (funnel_plans.spec(), 1),
         ):
-            with self.subTest(body=body), override_settings(REPORT_PARALLELISM=2):
+            with self.subTest(body=body), override_settings(REPORT_PARALLELISM=parallelism):
                 with mock.patch.object(funnel_sql, "run_parts", wraps=run_parts) as spy:
                     funnel_compute(body)
                 spy.assert_not_called()

@@ -522,8 +522,9 @@ def funnel_query(spec: FunnelSpec, refs: dict[str, Any]) -> tuple[str, dict[str,
 
 
 def _stats_postgres(spec: FunnelSpec, refs: dict[str, Any]) -> list[GroupStats]:
-    if by_customer(spec) and spec.breakdown is None:
-        ranges = _entry_ranges(spec, RANGES_PER_CONNECTION * parallel_connections())
+    connections = parallel_connections()
+    if by_customer(spec) and spec.breakdown is None and connections > 1:
+        ranges = _entry_ranges(spec, RANGES_PER_CONNECTION * connections)
         if len(ranges) > 1:
             return [_merged_totals(spec, run_parts([partial(_part_totals, spec, customers) for customers in ranges]))]
     n = len(spec.steps)
