@@ -534,6 +534,22 @@ def part_funnel(out: dict, args: argparse.Namespace) -> None:
             print(f"    {line}")
 
 
+CPU_REFERENCE_ROWS = 10_000_000
+
+
+def cpu_reference(url: str) -> float:
+    """Seconds (best of 3) for one PostgreSQL backend to sum generate_series(1, 10M): pure
+    executor CPU, no table, so figures from runs at different hours can be told apart from
+    the machine's own speed."""
+    runs = []
+    with psycopg.connect(url) as conn:
+        for _ in range(3):
+            started = time.perf_counter()
+            conn.execute("SELECT sum(i) FROM generate_series(1, %s) i", [CPU_REFERENCE_ROWS]).fetchone()
+            runs.append(time.perf_counter() - started)
+    return min(runs)
+
+
 def _connections(count: int) -> str:
     return f"{count} connection" + ("" if count == 1 else "s")
 
@@ -578,6 +594,7 @@ def main() -> int:
         django_setup(url)
         generated = generate(url, args.customers, args.touchpoints)
         pg_line, machine = postgres_info(url), machine_info()
+        speed_before = cpu_reference(url)
         print(machine)
         print(pg_line)
         with psycopg.connect(url) as conn:
@@ -594,9 +611,14 @@ def main() -> int:
             results["a"] = guarded("(a) funnel", part_funnel, args)
         if args.part in ("all", "roi"):
             results["b"] = guarded("(b) ROI and lift", lambda out: out.update(measure_roi(url, ids["campaign"])))
+        speed_after = cpu_reference(url)
 
     print("\n--- summary ---")
     print(machine)
+    print(
+        f"CPU reference (this machine's speed varies by up to 2x from hour to hour): PostgreSQL summing "
+        f"generate_series(1, {CPU_REFERENCE_ROWS:,}) in {speed_before:.2f} s before the run, {speed_after:.2f} s after"
+    )
     print(pg_line)
     a = results.get("a", {})
     if "funnel_s" in a:
