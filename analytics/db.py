@@ -83,10 +83,25 @@ def parallel_connections() -> int:
     return max(1, int(settings.REPORT_PARALLELISM))
 
 
-def split_range(low: int, high: int, parts: int) -> list[tuple[int, int]]:
-    """[low, high) split into at most `parts` contiguous ranges [a, b) of (nearly) equal
-    width, none empty."""
-    edges = sorted({low + (high - low) * i // parts for i in range(parts)} | {high})
+# Customer ranges per connection: more parts than connections, so that a range holding
+# more of a report's customers than the others does not hold the report back alone.
+RANGES_PER_CONNECTION = 2
+
+
+def customer_ranges(id_bounds: Callable[[], tuple[int | None, int | None]]) -> list[tuple[int, int] | None]:
+    """The customer id ranges [low, high) a report is split into for run_parts, of (nearly)
+    equal width and none empty, RANGES_PER_CONNECTION per connection; `id_bounds` gives
+    the lowest and highest id of the report's customers (None, None: none). [None] (one
+    part, every customer) on one connection, where ranges only cost (on SQLite a
+    range-restricted ROI took 36 s instead of 0.1 s), and when there are no customers."""
+    connections = parallel_connections()
+    if connections < 2:
+        return [None]
+    low, high = id_bounds()
+    if low is None:
+        return [None]
+    parts = RANGES_PER_CONNECTION * connections
+    edges = sorted({low + (high + 1 - low) * i // parts for i in range(parts)} | {high + 1})
     return list(pairwise(edges))
 
 

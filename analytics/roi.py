@@ -50,18 +50,15 @@ from django.conf import settings
 from django.db import connection
 from django.utils.dateparse import parse_datetime
 
-from analytics.db import parallel_connections, run_parts, split_range
+from analytics.db import customer_ranges, run_parts
 from analytics.stats import Moments, compare_proportions, welch
 from campaigns.models import Campaign, Channel, Creative, Message
 from marketing.errors import NotFound
 from marketing.models import Touchpoint
-from marketing.outcomes import outcome_ctes_sql
+from marketing.outcomes import customer_range_sql, outcome_ctes_sql
 
 _PLACES = Decimal("0.0001")
 GROUPS = ("treated", "control")
-# Customer ranges per connection: more parts than connections, so that a range with more
-# of the campaign's customers than the others does not hold the report back alone.
-RANGES_PER_CONNECTION = 2
 
 
 def money(value) -> Decimal:
@@ -120,9 +117,7 @@ def _report_rows(
         bound_by_exposures=True,
         customers=customers,
     )
-    within, within_params = "", []
-    if customers is not None:
-        within, within_params = " AND customer_id >= %s AND customer_id < %s", [int(customers[0]), int(customers[1])]
+    within, within_params = customer_range_sql(customers)
     day, day_params = _local_day_sql("occurred_at", tz)
     sql = f"""
         {ctes}
@@ -160,13 +155,9 @@ def _report_rows(
     return _fetch(sql, params)
 
 
-def _customer_ranges(campaign_id: int, parts: int) -> list[tuple[int, int] | None]:
-    """The campaign's exposed customers' ids split into `parts` ranges [low, high) of equal
-    width (ids are dense, and an audience spreads over them), or [None] (one part, every
-    customer) for one part or a campaign without exposures. The lowest and highest ids are
+def _exposed_id_bounds(campaign_id: int) -> tuple[int | None, int | None]:
+    """The lowest and highest id of the campaign's exposed customers (None, None: none):
     four index probes of the campaign index, one per end and kind."""
-    if parts < 2:
-        return [None]
     table = connection.ops.quote_name(Touchpoint._meta.db_table)
     ends = " UNION ALL ".join(
         f"SELECT (SELECT {edge}(customer_id) FROM {table} WHERE campaign_id = %s AND kind = '{kind}')"
@@ -174,9 +165,7 @@ def _customer_ranges(campaign_id: int, parts: int) -> list[tuple[int, int] | Non
         for kind in ("sent", "held_out")
     )
     found = [value for (value,) in _fetch(ends, [campaign_id] * 4) if value is not None]
-    if not found:
-        return [None]
-    return split_range(min(found), max(found) + 1, parts)
+    return (min(found), max(found)) if found else (None, None)
 
 
 def _cost_rows(campaign_id: int) -> list[tuple]:
@@ -265,8 +254,7 @@ def campaign_roi(campaign_id: int, *, goal: str | None = None, window_days: int 
     # The customers split into ranges computed at once on several connections over one
     # snapshot (analytics.db.run_parts), the message costs beside them; every part's rows
     # are additive, so they are simply summed below.
-    connections = parallel_connections()
-    ranges = _customer_ranges(campaign.pk, RANGES_PER_CONNECTION * connections if connections > 1 else 1)
+    ranges = customer_ranges(partial(_exposed_id_bounds, campaign.pk))
     parts = [partial(_report_rows, campaign.pk, goal_kind, window, tz_name, customers) for customers in ranges]
     *range_rows, cost_rows = run_parts([*parts, partial(_cost_rows, campaign.pk)], hash_joins=True)
     rows = [row for part_rows in range_rows for row in part_rows]

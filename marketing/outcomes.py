@@ -53,6 +53,14 @@ def _window_end(column: str, window_days: int) -> tuple[str, list]:
     return f"django_format_dtdelta('+', {column}, %s)", [int(timedelta(days=window_days).total_seconds()) * 10**6]
 
 
+def customer_range_sql(customers: tuple[int, int] | None, column: str = "customer_id") -> tuple[str, list]:
+    """ " AND <column> >= low AND <column> < high" and its parameters for a customer range
+    (low, high), or nothing for None (every customer)."""
+    if customers is None:
+        return "", []
+    return f" AND {column} >= %s AND {column} < %s", [int(customers[0]), int(customers[1])]
+
+
 def outcomes_sql(campaign_id: int, *, goal_kind: str, window_days: int) -> tuple[str, list]:
     """SQL and parameters of one row per exposed customer: (customer_id, grp,
     exposure_at, conversions, revenue), ordered by customer id."""
@@ -247,10 +255,7 @@ def outcome_ctes_sql(
     flag_names = "".join(f", has_{flag}" for flag in flags)
     flag_sums = "".join(f", SUM(has_{flag}) AS with_{flag}" for flag in flags)
     first, first_params = _first_exposure_sql(table, campaign_id, flags, customers)
-    bounds, bound_params = "", []
-    if customers is not None:
-        bounds += " AND {alias}.customer_id >= %s AND {alias}.customer_id < %s"
-        bound_params += [int(customers[0]), int(customers[1])]
+    bounds, bound_params = customer_range_sql(customers, "{alias}.customer_id")
     if since is not None:
         bounds += " AND {alias}.occurred_at > %s"
         bound_params.append(connection.ops.adapt_datetimefield_value(since))
@@ -321,9 +326,7 @@ def _first_exposure_sql(
     low <= id < high."""
     # Every read of the campaign's touchpoints is restricted the same way: the campaign
     # index's customer column bounds the range scan.
-    within, within_params = "", []
-    if customers is not None:
-        within, within_params = " AND customer_id >= %s AND customer_id < %s", [int(customers[0]), int(customers[1])]
+    within, within_params = customer_range_sql(customers)
     if connection.vendor != "postgresql":
         # One sort of the campaign's touchpoints per customer: exposures first, earliest
         # first, `sent` before `held_out` at the same instant, so each customer's first row

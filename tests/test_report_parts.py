@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from unittest import mock, skipUnless
 
 from django.db import OperationalError, connection, transaction
 from django.test import TransactionTestCase, override_settings
 
 from analytics import roi
-from analytics.db import parallel_connections, report_timeout, run_parts
+from analytics.db import customer_ranges, parallel_connections, report_timeout, run_parts
 from analytics.funnels import sql as funnel_sql
-from analytics.roi import _customer_ranges, campaign_roi
+from analytics.roi import _exposed_id_bounds, campaign_roi
 from analytics.services import funnel_compute
 from marketing.models import Customer, Touchpoint
 from tests import test_funnel_plans as funnel_plans
@@ -137,17 +138,24 @@ class RoiInPartsTests(TransactionTestCase):
     def test_the_customer_ranges_cover_the_exposed_customers_once(self):
         low, high = self.customer_ids[0], self.customer_ids[-1] + 1
         self.assertEqual(len(self.customer_ids), 6)  # t5 was never sent
-        self.assertEqual(_customer_ranges(self.campaign.pk, 1), [None])
-        ranges = _customer_ranges(self.campaign.pk, 4)
+
+        def ranges_of(campaign_id: int, connections: int) -> list:
+            with override_settings(REPORT_PARALLELISM=connections):
+                return customer_ranges(partial(_exposed_id_bounds, campaign_id))
+
+        self.assertEqual(_exposed_id_bounds(self.campaign.pk), (low, high - 1))
+        self.assertEqual(ranges_of(self.campaign.pk, 1), [None])
+        ranges = ranges_of(self.campaign.pk, 2)  # 2 per connection
         self.assertEqual(ranges[0][0], low)
         self.assertEqual(ranges[-1][1], high)
         self.assertEqual([a for a, _ in ranges[1:]], [b for _, b in ranges[:-1]])  # contiguous, disjoint
         self.assertEqual(len(ranges), 4)
         # More parts than customers: no empty range.
-        many = _customer_ranges(self.campaign.pk, 50)
+        many = ranges_of(self.campaign.pk, 25)
         self.assertEqual(len(many), high - low)
         self.assertTrue(all(b - a == 1 for a, b in many))
-        self.assertEqual(_customer_ranges(987654, 4), [None])
+        self.assertEqual(_exposed_id_bounds(987654), (None, None))
+        self.assertEqual(ranges_of(987654, 2), [None])
 
     def test_the_report_in_parts_is_the_report_on_one_connection(self):
         with override_settings(REPORT_PARALLELISM=1), mock.patch.object(roi, "run_parts", wraps=run_parts) as spy:

@@ -54,15 +54,13 @@ from typing import Any
 from django.db import connection
 from django.utils.dateparse import parse_datetime
 
-from analytics.db import parallel_connections, report_session, run_parts, split_range
+from analytics.db import customer_ranges, report_session, run_parts
 from analytics.funnels.spec import FunnelSpec, FunnelStep
 from campaigns.models import SegmentMembership
 from marketing.models import Customer, Product, Touchpoint
 from mlcore.models import CustomerCluster
 
 PERCENTILES = (0.5, 0.9)
-# Customer ranges per report connection for a per-customer funnel (see _entry_ranges).
-RANGES_PER_CONNECTION = 2
 # Session settings of the funnel's transaction (PostgreSQL; SET LOCAL, so they end with it):
 # - work_mem: the entries' hash table (one row per entered customer, ~120 MB for 1M) and
 #   the later steps' join stay in memory;
@@ -522,9 +520,8 @@ def funnel_query(spec: FunnelSpec, refs: dict[str, Any]) -> tuple[str, dict[str,
 
 
 def _stats_postgres(spec: FunnelSpec, refs: dict[str, Any]) -> list[GroupStats]:
-    connections = parallel_connections()
-    if by_customer(spec) and spec.breakdown is None and connections > 1:
-        ranges = _entry_ranges(spec, RANGES_PER_CONNECTION * connections)
+    if by_customer(spec) and spec.breakdown is None:
+        ranges = customer_ranges(partial(_entry_id_bounds, spec))
         if len(ranges) > 1:
             return [_merged_totals(spec, run_parts([partial(_part_totals, spec, customers) for customers in ranges]))]
     n = len(spec.steps)
@@ -552,11 +549,9 @@ def _stats_postgres(spec: FunnelSpec, refs: dict[str, Any]) -> list[GroupStats]:
 # all of them here, with percentile_cont's own arithmetic: the same figures as one statement.
 
 
-def _entry_ranges(spec: FunnelSpec, parts: int) -> list[tuple[int, int] | None]:
-    """Customer id ranges covering every customer with a step-1 touchpoint (the lowest
-    and highest such id: two probes of the (kind, customer_id, ...) index), or [None]."""
-    if parts < 2:
-        return [None]
+def _entry_id_bounds(spec: FunnelSpec) -> tuple[int | None, int | None]:
+    """The lowest and highest id of a customer with a step-1 touchpoint (None, None: none):
+    two probes of the (kind, customer_id, ...) index."""
     table = _table(Touchpoint)
     with connection.cursor() as cursor:
         cursor.execute(
@@ -564,8 +559,7 @@ def _entry_ranges(spec: FunnelSpec, parts: int) -> list[tuple[int, int] | None]:
             f"(SELECT MAX(customer_id) FROM {table} WHERE kind = %s)",
             [spec.steps[0].kind] * 2,
         )
-        low, high = cursor.fetchone()
-    return [None] if low is None else split_range(low, high + 1, parts)
+        return cursor.fetchone()
 
 
 def _part_totals(spec: FunnelSpec, customers: tuple[int, int]) -> tuple:
