@@ -191,6 +191,16 @@ def _reach_columns(n: int, prefix: str = "") -> str:
     return ", ".join(f"{prefix}r{k}" for k in range(1, n + 1))
 
 
+def _any_reach(n: int) -> str:
+    """r2..rn of `any` order from a2..an, each step's first time in the window: step k is
+    reached once all of steps 2..k are, at the latest of their times."""
+    return ", ".join(
+        f"CASE WHEN {' AND '.join(f'a{j} IS NOT NULL' for j in range(2, k + 1))} "
+        f"THEN GREATEST({', '.join(f'a{j}' for j in range(2, k + 1))}) END AS r{k}"
+        for k in range(2, n + 1)
+    )
+
+
 def _entries(spec: FunnelSpec, p: _Params, conditions: list[str]) -> str:
     """Each entered customer's entry time: their first step-1 touchpoint in the range (a
     hash aggregate of step 1's rows, which PostgreSQL runs in parallel)."""
@@ -251,13 +261,8 @@ def chain_postgres(spec: FunnelSpec, p: _Params) -> str:
         SELECT e.customer_id, {"p.eb" if entry else "NULL"} AS eb, e.r1, {", ".join(f"p.a{k}" for k in range(2, n + 1))}
         FROM entries e LEFT JOIN per p ON p.customer_id = e.customer_id
     """
-    if spec.order == "any":  # a_k: the step's first time in the window; reached once all of 2..k are
-        reach = [
-            f"CASE WHEN {' AND '.join(f'a{j} IS NOT NULL' for j in range(2, k + 1))} "
-            f"THEN GREATEST({', '.join(f'a{j}' for j in range(2, k + 1))}) END AS r{k}"
-            for k in range(2, n + 1)
-        ]
-        return f"SELECT customer_id, eb, r1, {', '.join(reach)} FROM ({sql}) z"
+    if spec.order == "any":
+        return f"SELECT customer_id, eb, r1, {_any_reach(n)} FROM ({sql}) z"
     # One layer per step (OFFSET 0 keeps them apart, so each binary search runs once per
     # customer rather than once per later reference to it); every element is in the window.
     for k in range(2, n + 1):
@@ -413,13 +418,8 @@ def chain_by_customer(spec: FunnelSpec, p: _Params, customers: tuple[int, int] |
             GROUP BY c.customer_id
         """
         carried.append(f"r{k}" if spec.order == "ordered" else f"a{k}")
-    if spec.order == "any":  # a_k: the step's first time in the window; reached once all of 2..k are
-        reach = [
-            f"CASE WHEN {' AND '.join(f'a{j} IS NOT NULL' for j in range(2, k + 1))} "
-            f"THEN GREATEST({', '.join(f'a{j}' for j in range(2, k + 1))}) END AS r{k}"
-            for k in range(2, n + 1)
-        ]
-        return f"SELECT customer_id, NULL AS eb, r1, {', '.join(reach)} FROM ({sql}) z"
+    if spec.order == "any":
+        return f"SELECT customer_id, NULL AS eb, r1, {_any_reach(n)} FROM ({sql}) z"
     return f"SELECT customer_id, NULL AS eb, {_reach_columns(n)} FROM ({sql}) z"
 
 
