@@ -110,6 +110,44 @@ def _id_list_errors(config: Mapping[str, Any], key: str, what: str, *, required:
     return []
 
 
+class _ListedChannels:
+    """Channel policies choosing among the config's "channels": those that exist and are
+    enabled; a listed channel that does not exist, or none enabled, is an error."""
+
+    config: dict
+    context: Any
+
+    def _listed(self) -> list[int]:
+        return [_id(value) for value in self.config["channels"]]
+
+    def channel_ids(self) -> list[int]:
+        return sorted(
+            channel_id
+            for channel_id in self._listed()
+            if (option := self.context.channel(channel_id)) is not None and option.enabled
+        )
+
+    def _listed_channel_errors(self) -> list[str]:
+        missing = [channel_id for channel_id in self._listed() if self.context.channel(channel_id) is None]
+        errors = [f"channel {channel_id} does not exist" for channel_id in missing]
+        if not missing and not self.channel_ids():
+            errors.append("every listed channel is disabled")
+        return errors
+
+
+class _CreativesOfKind:
+    """Creative policies choosing, per channel kind, among the campaign's enabled creatives
+    of that kind."""
+
+    context: Any
+
+    def _arms(self, kind: str) -> list[int]:
+        return sorted(option.id for option in self.context.creatives if option.enabled and option.channel_kind == kind)
+
+    def channel_kind_errors(self, kinds: Sequence[str]) -> list[str]:
+        return [f"no enabled {kind} creative to choose from" for kind in sorted(set(kinds)) if not self._arms(kind)]
+
+
 class _Posterior:
     """What a Thompson policy needs from its config and campaign."""
 
@@ -169,18 +207,12 @@ def _floats(values: np.ndarray) -> list[float]:
 # --- Thompson sampling over creatives ----------------------------------------------------------
 
 
-class ThompsonCreativePolicy(_Posterior, CreativePolicy):
+class ThompsonCreativePolicy(_CreativesOfKind, _Posterior, CreativePolicy):
     """{"type": "thompson", "prior": [a, b], "draws": n}: see the module docstring."""
 
     @classmethod
     def config_errors(cls, config: Mapping[str, Any]) -> list[str]:
         return _unknown_keys(config, {"type", "prior", "draws"}) + _prior_errors(config) + _draws_errors(config)
-
-    def _arms(self, kind: str) -> list[int]:
-        return sorted(option.id for option in self.context.creatives if option.enabled and option.channel_kind == kind)
-
-    def channel_kind_errors(self, kinds: Sequence[str]) -> list[str]:
-        return [f"no enabled {kind} creative to choose from" for kind in sorted(set(kinds)) if not self._arms(kind)]
 
     def rewards(self) -> ArmRewards:
         goal, window = self._goal()
@@ -232,7 +264,7 @@ class ThompsonCreativePolicy(_Posterior, CreativePolicy):
 # --- Thompson sampling over channels ----------------------------------------------------------
 
 
-class ThompsonChannelPolicy(_Posterior, ChannelPolicy):
+class ThompsonChannelPolicy(_ListedChannels, _Posterior, ChannelPolicy):
     """{"type": "thompson", "channels": [ids], "per_segment": [segment ids], "prior", "draws"}."""
 
     @classmethod
@@ -245,24 +277,11 @@ class ThompsonChannelPolicy(_Posterior, ChannelPolicy):
             + _draws_errors(config)
         )
 
-    def _listed(self) -> list[int]:
-        return [_id(value) for value in self.config["channels"]]
-
     def _segments(self) -> list[int]:
         return [_id(value) for value in self.config.get("per_segment") or []]
 
-    def channel_ids(self) -> list[int]:
-        return sorted(
-            channel_id
-            for channel_id in self._listed()
-            if (option := self.context.channel(channel_id)) is not None and option.enabled
-        )
-
     def context_errors(self) -> list[str]:
-        missing = [channel_id for channel_id in self._listed() if self.context.channel(channel_id) is None]
-        errors = [f"channel {channel_id} does not exist" for channel_id in missing]
-        if not missing and not self.channel_ids():
-            errors.append("every listed channel is disabled")
+        errors = self._listed_channel_errors()
         segments = self._segments()
         if segments:
             known = set(Segment.objects.filter(pk__in=segments).values_list("pk", flat=True))
@@ -419,18 +438,12 @@ class _Propensity:
         return GroupedFeatures(values=values, index=np.arange(len(values), dtype=np.int64))
 
 
-class PropensityCreativePolicy(_Propensity, CreativePolicy):
+class PropensityCreativePolicy(_CreativesOfKind, _Propensity, CreativePolicy):
     """{"type": "propensity", "epsilon": 0.1}: per customer, the enabled creative of the
     channel's kind the champion model scores highest, a random one with probability epsilon."""
 
     def context_errors(self) -> list[str]:
         return self._champion_errors()
-
-    def _arms(self, kind: str) -> list[int]:
-        return sorted(option.id for option in self.context.creatives if option.enabled and option.channel_kind == kind)
-
-    def channel_kind_errors(self, kinds: Sequence[str]) -> list[str]:
-        return [f"no enabled {kind} creative to choose from" for kind in sorted(set(kinds)) if not self._arms(kind)]
 
     def pick(self, customer_ids: np.ndarray, channel_ids: np.ndarray, channel_kinds: np.ndarray) -> Picks:
         n = len(customer_ids)
@@ -458,7 +471,7 @@ class PropensityCreativePolicy(_Propensity, CreativePolicy):
         )
 
 
-class PropensityChannelPolicy(_Propensity, ChannelPolicy):
+class PropensityChannelPolicy(_ListedChannels, _Propensity, ChannelPolicy):
     """{"type": "propensity", "channels": [ids], "epsilon": 0.1}: per customer, the reachable
     channel the champion model scores highest (a channel's score: the mean over the
     campaign's enabled creatives of its kind), a random reachable one with probability epsilon."""
@@ -471,22 +484,8 @@ class PropensityChannelPolicy(_Propensity, ChannelPolicy):
             + _epsilon_errors(config)
         )
 
-    def _listed(self) -> list[int]:
-        return [_id(value) for value in self.config["channels"]]
-
-    def channel_ids(self) -> list[int]:
-        return sorted(
-            channel_id
-            for channel_id in self._listed()
-            if (option := self.context.channel(channel_id)) is not None and option.enabled
-        )
-
     def context_errors(self) -> list[str]:
-        missing = [channel_id for channel_id in self._listed() if self.context.channel(channel_id) is None]
-        errors = [f"channel {channel_id} does not exist" for channel_id in missing]
-        if not missing and not self.channel_ids():
-            errors.append("every listed channel is disabled")
-        return errors + self._champion_errors()
+        return self._listed_channel_errors() + self._champion_errors()
 
     def pick(self, customer_ids: np.ndarray, channel_ids: np.ndarray, eligible: np.ndarray) -> Picks:
         arms = []
