@@ -76,7 +76,7 @@ def propensity_train(*, now: datetime | None = None, **options) -> ModelVersion:
         split_indices,
         train_propensity,
     )
-    from mlcore.scores import champion_install, scores_compute
+    from mlcore.scores import challenger_finish, champion_install
 
     params = {**DEFAULTS, **options}
     now = now or timezone.now()
@@ -127,13 +127,9 @@ def propensity_train(*, now: datetime | None = None, **options) -> ModelVersion:
             },
             "device": str(trained.metrics.get("device") or device),
         }
-        for name, value in fields_done.items():
-            setattr(version, name, value)
-        if comparison["promote"]:
-            ids, scores = scores_compute(version, now=now)
-        registry.finish(version, elapsed_ms(), **fields_done)
-    if comparison["promote"]:
-        champion_install(version, ids, scores)
+        scored = challenger_finish(version, elapsed_ms, fields_done, promote=comparison["promote"], now=now)
+    if scored is not None:
+        champion_install(version, *scored)
     return version
 
 

@@ -9,6 +9,7 @@ and deletes the previous champion's, so readers see one champion and its scores 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import numpy as np
@@ -62,6 +63,20 @@ def scores_write(version: ModelVersion, customer_ids: np.ndarray, scores: np.nda
             # Statistics that know the new rows, so score segments that follow plan well.
             with connection.cursor() as cursor:
                 cursor.execute(f"ANALYZE {connection.ops.quote_name(CustomerScore._meta.db_table)}")
+
+
+def challenger_finish(
+    version: ModelVersion, elapsed_ms: Callable[[], int], fields: dict, *, promote: bool, now: datetime
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The end of a training run, inside its registry.recorded_run: the version takes its
+    `fields` (scoring reads its params), is scored when it is to be promoted (so a scoring
+    failure fails the run) and is marked succeeded. Returns (customer ids, scores) for
+    champion_install once the run is recorded, or None when it is not promoted."""
+    for name, value in fields.items():
+        setattr(version, name, value)
+    scored = scores_compute(version, now=now) if promote else None
+    registry.finish(version, elapsed_ms(), **fields)
+    return scored
 
 
 def champion_install(version: ModelVersion, customer_ids: np.ndarray, scores: np.ndarray) -> ModelVersion | None:

@@ -44,7 +44,7 @@ def uplift_train(*, now: datetime | None = None, **options) -> ModelVersion:
     A run that cannot train is recorded as a failed version and raises."""
     from mlcore.engine.propensity import split_indices
     from mlcore.engine.uplift import fit_uplift, uplift_metrics
-    from mlcore.scores import champion_install, scores_compute
+    from mlcore.scores import challenger_finish, champion_install
 
     params = {**DEFAULTS, **options}
     now = now or timezone.now()
@@ -96,13 +96,9 @@ def uplift_train(*, now: datetime | None = None, **options) -> ModelVersion:
             },
             "params": {**params, "feature_names": list(data.feature_names)},
         }
-        for name, value in fields_done.items():
-            setattr(version, name, value)
-        if comparison["promote"]:
-            ids, scores = scores_compute(version, now=now)
-        registry.finish(version, elapsed_ms(), **fields_done)
-    if comparison["promote"]:
-        champion_install(version, ids, scores)
+        scored = challenger_finish(version, elapsed_ms, fields_done, promote=comparison["promote"], now=now)
+    if scored is not None:
+        champion_install(version, *scored)
     return version
 
 
