@@ -26,7 +26,7 @@ from analytics import dashboards
 from analytics.models import Funnel, ReportRun
 from campaigns import admin as campaigns_admin
 from campaigns.models import Campaign, Segment
-from marketing.admin import ReadOnlyMixin
+from marketing.admin import ReadOnlyMixin, StampUpdatedAtMixin
 from marketing.errors import DomainError, RowError
 from marketing.models import SLUG_RE
 from mlcore.models import Clustering
@@ -180,7 +180,7 @@ class FunnelReportForm(forms.Form):
 
 
 @admin.register(Funnel)
-class FunnelAdmin(admin.ModelAdmin):
+class FunnelAdmin(StampUpdatedAtMixin, admin.ModelAdmin):
     form = FunnelForm
     list_display = ["name", "steps", "updated_at", "report_link"]
     search_fields = ["name"]
@@ -197,11 +197,6 @@ class FunnelAdmin(admin.ModelAdmin):
     @admin.display(description="report")
     def report_link(self, obj: Funnel) -> str:
         return format_html('<a href="{}">Report</a>', reverse("admin:analytics_funnel_report", args=[obj.pk]))
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            obj.updated_at = timezone.now()  # the column's database default covers inserts only
-        super().save_model(request, obj, form, change)
 
     def get_urls(self):
         view = self.admin_site.admin_view

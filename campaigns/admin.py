@@ -29,7 +29,6 @@ from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from campaigns.delivery import control, definitions
@@ -41,7 +40,7 @@ from campaigns.segments.selectors import customer_by_reference
 from campaigns.segments.services import segment_definition_check, segment_delete, segment_delete_blocker
 from campaigns.serializers import token_preview
 from campaigns.tasks import clustering_refresh_task, segment_rebuild_task
-from marketing.admin import HugeTableAdmin, ReadOnlyMixin
+from marketing.admin import HugeTableAdmin, ReadOnlyMixin, StampUpdatedAtMixin
 from marketing.api_common import is_id
 from marketing.errors import BatchInvalid, Conflict, DomainError, RowError
 from marketing.models import SLUG_RE, Customer
@@ -76,7 +75,7 @@ class SegmentForm(forms.ModelForm):
 
 
 @admin.register(Segment)
-class SegmentAdmin(admin.ModelAdmin):
+class SegmentAdmin(StampUpdatedAtMixin, admin.ModelAdmin):
     form = SegmentForm
     list_display = ["name", "kind", "member_count", "last_rebuilt_at", "last_rebuild_duration_ms", "updated_at"]
     list_filter = ["kind"]
@@ -117,11 +116,6 @@ class SegmentAdmin(admin.ModelAdmin):
                 "profiles": [_profile_rows(profile, None)],
             },
         )
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            obj.updated_at = timezone.now()
-        super().save_model(request, obj, form, change)
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -215,7 +209,7 @@ def _profile_rows(profile: dict, segment: dict | None) -> dict:
 
 
 @admin.register(Clustering)
-class ClusteringAdmin(admin.ModelAdmin):
+class ClusteringAdmin(StampUpdatedAtMixin, admin.ModelAdmin):
     form = ClusteringForm
     list_display = ["name", "method", "k_given", "enabled", "last_run", "k_found", "silhouette"]
     list_filter = ["enabled", "method"]
@@ -332,11 +326,6 @@ class ClusteringAdmin(admin.ModelAdmin):
                 "retired": [segment for segment in segments if segment["cluster"] is None],
             },
         )
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            obj.updated_at = timezone.now()  # the column's database default covers inserts only
-        super().save_model(request, obj, form, change)
 
     def get_urls(self):
         view = self.admin_site.admin_view
@@ -742,7 +731,7 @@ class CampaignForm(forms.ModelForm):
 
 
 @admin.register(Campaign)
-class CampaignAdmin(admin.ModelAdmin):
+class CampaignAdmin(StampUpdatedAtMixin, admin.ModelAdmin):
     """The campaign editor: definition, creatives inline, the launch/pause/resume/cancel
     buttons (and actions), and the progress, refreshed live while it runs."""
 
@@ -800,11 +789,6 @@ class CampaignAdmin(admin.ModelAdmin):
         actions = super().get_actions(request)
         actions.pop("delete_selected", None)  # only drafts may go, one by one
         return actions
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            obj.updated_at = timezone.now()  # the column's database default covers inserts only
-        super().save_model(request, obj, form, change)
 
     def has_delete_permission(self, request, obj=None):
         # No delete link on a launched campaign: it is history (cancel it instead).

@@ -84,6 +84,16 @@ class CappedCountPaginator(Paginator):
         return self.count > self.cap
 
 
+class StampUpdatedAtMixin:
+    """For a model admin of a model whose `updated_at` has a database default: that
+    default covers inserts only, so a change made in the admin stamps it."""
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.updated_at = timezone.now()
+        super().save_model(request, obj, form, change)
+
+
 class ReadOnlyMixin:
     """For a model admin that only shows: no add, change or delete (the data is a log, or
     written by the system)."""
@@ -819,16 +829,12 @@ class TouchpointAdmin(ReadOnlyMixin, HugeTableAdmin):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(StampUpdatedAtMixin, admin.ModelAdmin):
     list_display = ("sku", "name", "category", "price", "active", "updated_at")
     list_filter = ("active", "category")
     search_fields = ("^sku", "name")
     ordering = ("name", "sku")
     readonly_fields = ("created_at", "updated_at")
-
-    def save_model(self, request, obj, form, change):
-        obj.updated_at = timezone.now()  # the column's database default covers inserts only
-        super().save_model(request, obj, form, change)
 
 
 @admin.register(Suppression)
