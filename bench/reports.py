@@ -39,13 +39,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import statistics
 import sys
-import threading
 import time
-import traceback
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -58,15 +54,19 @@ import psycopg  # noqa: E402
 
 from bench.ingest import ensure_database, log  # noqa: E402
 from bench.segments import (  # noqa: E402
+    copy_chunks,
     copy_frame,
     django_setup,
+    guarded,
     machine_info,
     postgres,
     postgres_info,
+    product_frame,
     refuse_foreign_data,
     secondary_indexes_dropped,
     state_get,
     state_set,
+    timed,
     vacuum_analyze,
     with_database,
 )
@@ -274,17 +274,7 @@ class Data:
         )
 
     def product_frame(self) -> pd.DataFrame:
-        skus = "SKU-" + pd.Series(np.arange(self.n_products)).astype(str).str.zfill(5)
-        return pd.DataFrame(
-            {
-                "sku": skus,
-                "name": "Product " + skus,
-                "category": "category-" + pd.Series(self.category).astype(str),
-                "price": self.price,
-                "attributes": "{}",
-                "active": True,
-            }
-        )
+        return product_frame(self.category, self.price)
 
     def touchpoint_frame(self, start: int, stop: int, ids: dict) -> pd.DataFrame:
         s = slice(start, stop)
@@ -423,27 +413,13 @@ def generate(url: str, customers: int, touchpoints: int) -> float | None:
             conn.execute("SELECT setval(pg_get_serial_sequence('campaigns_message', 'id'), %s)", [customers])
             conn.commit()
             log(f"  customers and messages copied at {time.perf_counter() - started:.1f} s")
-            chunks: queue.Queue = queue.Queue(maxsize=2)
-            total = data.n_touchpoints
-
-            def produce() -> None:  # format the next chunk while the server takes this one
-                try:
-                    for start in range(0, total, COPY_ROWS):
-                        chunks.put((start, data.touchpoint_frame(start, min(start + COPY_ROWS, total), ids)))
-                except BaseException as error:  # the main thread raises it rather than waiting forever
-                    chunks.put(error)
-                chunks.put(None)
-
-            producer = threading.Thread(target=produce, daemon=True)
-            producer.start()
-            while (item := chunks.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                start, frame = item
-                copy_frame(conn, "marketing_touchpoint", frame)
-                conn.commit()
-                log(f"  touchpoints {start + len(frame):,} at {time.perf_counter() - started:.1f} s")
-            producer.join()
+            copy_chunks(
+                conn,
+                "marketing_touchpoint",
+                data.n_touchpoints,
+                lambda start, stop: data.touchpoint_frame(start, stop, ids),
+                started,
+            )
             log("  building indexes")
         state_set(conn, "generated", fingerprint)
         state_set(conn, "campaign", json.dumps(ids))
@@ -453,12 +429,6 @@ def generate(url: str, customers: int, touchpoints: int) -> float | None:
 
 
 # --- (a) the funnel ------------------------------------------------------------------------------
-
-
-def timed(fn: Callable, *args, **kwargs) -> tuple[float, object]:
-    started = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return time.perf_counter() - started, result
 
 
 def raw_scan_seconds() -> tuple[float, int]:
@@ -563,17 +533,6 @@ def _dur(seconds: float | None) -> str:
 
 
 # --- orchestration -------------------------------------------------------------------------------
-
-
-def guarded(title: str, part: Callable, *args) -> dict:
-    out: dict = {}
-    try:
-        part(out, *args)
-    except Exception as error:
-        traceback.print_exc()
-        print(f"\n{title}: FAILED: {type(error).__name__}: {error}", flush=True)
-        out["error"] = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
-    return out
 
 
 def main() -> int:

@@ -319,17 +319,7 @@ class Population:
         )
 
     def product_frame(self) -> pd.DataFrame:
-        skus = "SKU-" + pd.Series(np.arange(self.n_products)).astype(str).str.zfill(5)
-        return pd.DataFrame(
-            {
-                "sku": skus,
-                "name": "Product " + skus,
-                "category": "category-" + pd.Series(self.product_category).astype(str),
-                "price": self.product_price,
-                "attributes": "{}",
-                "active": True,
-            }
-        )
+        return product_frame(self.product_category, self.product_price)
 
     def touchpoint_frame(self, start: int, stop: int) -> pd.DataFrame:
         s = slice(start, stop)
@@ -358,6 +348,49 @@ class Population:
 
 
 # --- database helpers -------------------------------------------------------------------------
+
+
+def product_frame(category: np.ndarray, price: np.ndarray) -> pd.DataFrame:
+    """The products SKU-00000... with their category numbers and prices."""
+    skus = "SKU-" + pd.Series(np.arange(len(category))).astype(str).str.zfill(5)
+    return pd.DataFrame(
+        {
+            "sku": skus,
+            "name": "Product " + skus,
+            "category": "category-" + pd.Series(category).astype(str),
+            "price": price,
+            "attributes": "{}",
+            "active": True,
+        }
+    )
+
+
+def copy_chunks(
+    conn: psycopg.Connection, table: str, total: int, frame: Callable[[int, int], pd.DataFrame], started: float
+) -> None:
+    """COPY rows 0..total of `table` in chunks of COPY_ROWS, `frame(start, stop)` each,
+    committing each: a thread formats the next chunk while the server takes this one (an
+    error there is raised here rather than leaving this waiting)."""
+    chunks: queue.Queue = queue.Queue(maxsize=2)
+
+    def produce() -> None:
+        try:
+            for start in range(0, total, COPY_ROWS):
+                chunks.put((start, frame(start, min(start + COPY_ROWS, total))))
+        except BaseException as error:
+            chunks.put(error)
+        chunks.put(None)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    while (item := chunks.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        start, chunk = item
+        copy_frame(conn, table, chunk)
+        conn.commit()
+        log(f"  {table.removeprefix('marketing_')}s {start + len(chunk):,} at {time.perf_counter() - started:.1f} s")
+    producer.join()
 
 
 def copy_frame(conn: psycopg.Connection, table: str, frame: pd.DataFrame) -> None:
@@ -462,22 +495,7 @@ def generate(url: str, customers: int, touchpoints: int) -> float | None:
             conn.execute("SELECT setval(pg_get_serial_sequence('marketing_customer', 'id'), %s)", [customers])
             conn.commit()
             log(f"  customers copied at {time.perf_counter() - started:.1f} s")
-            # Format the next chunk while the server takes the current one.
-            chunks: queue.Queue = queue.Queue(maxsize=2)
-
-            def produce() -> None:
-                for start in range(0, touchpoints, COPY_ROWS):
-                    chunks.put((start, population.touchpoint_frame(start, min(start + COPY_ROWS, touchpoints))))
-                chunks.put(None)
-
-            producer = threading.Thread(target=produce, daemon=True)
-            producer.start()
-            while (item := chunks.get()) is not None:
-                start, frame = item
-                copy_frame(conn, "marketing_touchpoint", frame)
-                conn.commit()
-                log(f"  touchpoints {start + len(frame):,} at {time.perf_counter() - started:.1f} s")
-            producer.join()
+            copy_chunks(conn, "marketing_touchpoint", touchpoints, population.touchpoint_frame, started)
             log("  building indexes")
         state_set(conn, "generated", fingerprint)
         conn.commit()
